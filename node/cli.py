@@ -1,0 +1,293 @@
+"""``parley``: the command line. Every command but ``node`` talks to a running node's admin API.
+
+Errors are printed as one line saying what happened and what to do; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from node.client import NodeClient, Party, results
+from node.errors import ParleyError
+from node.paths import data_dir
+
+DATA_DIR_HELP = "the node's data directory (default: $PARLEY_DATA_DIR or the user data dir)"
+
+
+def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text(data))
+
+
+def _client(args: argparse.Namespace) -> NodeClient:
+    return NodeClient.for_data_dir(args.data_dir)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- commands --------------------------------------------------------------------------------
+def cmd_node(args: argparse.Namespace) -> int:
+    from node.server import NodeServer, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    path = data_dir(args.data_dir)
+    if args.auto_approve:
+        banner = "!" * 78
+        print(f"{banner}\n!! --auto-approve: this node approves EVERY job proposal it receives,\n"
+              f"!! from anyone who can reach {args.host}:{args.port or '(any port)'}. Use it "
+              f"only for demos and tests.\n{banner}", file=sys.stderr, flush=True)
+    server = NodeServer(path, args.name or path.name, host=args.host, peer_port=args.port,
+                        admin_port=args.admin_port, auto_approve=args.auto_approve)
+    asyncio.run(serve_forever(server))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    asset = _client(args).publish(args.file, tags=args.tag, name=args.name,
+                                  description=args.description, label_column=args.label)
+    _print(args, asset, lambda a: f"published {a['kind']} {a['id']} '{a['name']}' tags "
+                                  f"{', '.join(a['tags']) or '(none)'}")
+    return 0
+
+
+def _shape(asset: dict[str, Any]) -> str:
+    schema = asset["schema"]
+    if asset["kind"] == "dataset":
+        label = f" + label '{schema['label']['name']}'" if schema.get("label") else ""
+        return "x".join(str(d) for d in schema["shape"]) + label
+    ins = schema.get("inputs", [{}])[0].get("shape", [])
+    return "in " + "x".join("?" if d is None else str(d) for d in ins)
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    assets = _client(args).assets(args.tag)
+    _print(args, assets, lambda rows: _table(
+        [[a["id"], a["kind"], a["name"], ",".join(a["tags"]), _shape(a)] for a in rows],
+        ["ID", "KIND", "NAME", "TAGS", "SHAPE"]))
+    return 0
+
+
+def _party(text: str) -> Party:
+    name, sep, url = text.partition("=")
+    if not sep or not url.startswith("http"):
+        raise ParleyError(f"--party {text!r}: write NAME=URL, e.g. bob=http://127.0.0.1:7002")
+    return Party(name, url)
+
+
+def _binding(text: str, kind: str) -> dict[str, Any]:
+    tag, sep, rank = text.rpartition("@")
+    if not sep or not rank.isdigit():
+        raise ParleyError(f"--{kind} {text!r}: write TAG@RANK, e.g. bc-data@1")
+    return {"tag": tag, "rank": int(rank), "kind": "dataset" if kind == "data" else "model"}
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        source = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParleyError(f"cannot read {args.file}: {exc}") from None
+    spec = {
+        "title": args.title or Path(args.file).stem, "source": source, "entry": args.entry,
+        "parties": [_party(p).spec() for p in args.party],
+        "bindings": [_binding(b, "data") for b in args.data]
+        + [_binding(b, "model") for b in args.model],
+        "result_to": args.result_to or [0],
+        "limits": {"time_s": args.time_limit} if args.time_limit else {},
+    }
+    client = _client(args)
+    job = client.submit(spec)
+    if not args.wait:
+        _print(args, job, lambda j: f"submitted {j['id']}; `parley result {j['id']}` when done")
+        return 0
+    if not args.json:
+        print(f"submitted {job['id']}; waiting for approvals and the run...", file=sys.stderr)
+    return _show_result(args, client.wait(job["id"], timeout=args.timeout))
+
+
+def _show_result(args: argparse.Namespace, job: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(job, indent=2, sort_keys=True))
+        return 0 if job["state"] == "succeeded" else 1
+    print(f"job {job['id']}: {job['state']}" + (f" ({job['reason']})" if job["reason"] else ""))
+    for rank, party in sorted(job["detail"].get("parties", {}).items()):
+        print(f"  rank {rank} {party.get('name', '')}: {party.get('state')}"
+              + (f": {party['reason']}" if party.get("reason") else ""))
+    if job["state"] == "succeeded":
+        for rank, value in results(job).items():
+            print(f"  result released by rank {rank}:\n{value}")
+        return 0
+    return 1
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.wait(args.job, timeout=args.timeout) if args.wait else client.orchestration(
+        args.job)
+    return _show_result(args, job)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).jobs(role=args.role, states=args.state)
+    _print(args, jobs, lambda rows: _table(
+        [[j["id"], j["role"], j["state"], j["title"][:30],
+          time.strftime("%H:%M:%S", time.localtime(j["created_at"])), j["reason"][:60]]
+         for j in rows], ["ID", "ROLE", "STATE", "TITLE", "CREATED", "REASON"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    job = _client(args).job(args.job, role="party")
+    p = job["proposal"]
+
+    def text(j: dict[str, Any]) -> str:
+        lines = [f"job {j['id']} from {p['orchestrator']['name']} ({p['orchestrator']['url']})",
+                 f"state: {j['state']}  proposal hash: {j['proposal_hash']}",
+                 f"this node plays rank {j['rank']}; parties: "
+                 + ", ".join(f"{q['rank']}={q['name']}" for q in p["parties"]),
+                 "reads: " + ", ".join(f"{b['tag']} ({b['kind']}) at rank {b['rank']}"
+                                       for b in p["bindings"]),
+                 "results released to the orchestrator by ranks: "
+                 + ", ".join(map(str, p["reveal"]["result_to"])), "source:"]
+        for i, line in enumerate(p["code"]["source"].splitlines(), 1):
+            lines.append(f"{i:4d}  {line}")
+        return "\n".join(lines)
+
+    _print(args, job, text)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    job = _client(args).approve(args.job, args.hash)
+    _print(args, job, lambda j: f"approved {j['id']}")
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    job = _client(args).reject(args.job, args.reason)
+    _print(args, job, lambda j: f"rejected {j['id']}: {j['reason']}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job, args.reason)
+    _print(args, job, lambda j: f"{j['id']}: {j['state']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from node.demo import main as demo_main
+
+    return demo_main(keep=args.keep)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from node.bench import main as bench_main
+
+    return bench_main(json_out=args.json, repeat=args.repeat)
+
+
+# -- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Compute together on private "
+                                     "data with secure multi-party computation (CrypTen).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+            json_out: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--data-dir", help=DATA_DIR_HELP)
+        if json_out:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("node", cmd_node, "run this owner's node (headless daemon)", json_out=False)
+    p.add_argument("--name", help="display name (default: the data dir's name)")
+    p.add_argument("--host", default="127.0.0.1", help="address for the peer API and parties")
+    p.add_argument("--port", type=int, default=0, help="peer API port (default: any free)")
+    p.add_argument("--admin-port", type=int, default=0, help="admin API port on 127.0.0.1")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="approve every proposal without asking (demos and tests only)")
+
+    p = add("publish", cmd_publish, "import a dataset (.csv, .npy) or model (.onnx)")
+    p.add_argument("file")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
+    p.add_argument("--name")
+    p.add_argument("--description", default="")
+    p.add_argument("--label", help="CSV: the label column, kept apart from the features")
+
+    p = add("assets", cmd_assets, "list this node's assets")
+    p.add_argument("--tag", action="append", default=[], help="only assets with this tag")
+
+    p = add("submit", cmd_submit, "send a job (a Python file with one function) to parties")
+    p.add_argument("file")
+    p.add_argument("--party", action="append", default=[], required=True,
+                   help="NAME=URL of a party's peer API, in rank order (repeat)")
+    p.add_argument("--data", action="append", default=[], help="TAG@RANK: a dataset binding")
+    p.add_argument("--model", action="append", default=[], help="TAG@RANK: a model binding")
+    p.add_argument("--entry", default="run", help="the function to run (default: run)")
+    p.add_argument("--result-to", type=int, action="append",
+                   help="rank whose return value comes back to you (default: 0)")
+    p.add_argument("--title")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole run")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    p.add_argument("--timeout", type=float, default=3600, help="how long --wait waits")
+
+    p = add("jobs", cmd_jobs, "list jobs: proposals received and jobs orchestrated")
+    p.add_argument("--role", choices=["party", "orchestrator"])
+    p.add_argument("--state", action="append", default=[])
+
+    p = add("show", cmd_show, "review a proposal: source with line numbers, assets, reveals")
+    p.add_argument("job")
+
+    p = add("approve", cmd_approve, "approve a proposal you reviewed")
+    p.add_argument("job")
+    p.add_argument("--hash", help="the proposal hash you reviewed (refused if it differs)")
+
+    p = add("reject", cmd_reject, "reject a proposal, with a reason sent back")
+    p.add_argument("job")
+    p.add_argument("--reason", required=True)
+
+    p = add("cancel", cmd_cancel, "cancel a job you orchestrate")
+    p.add_argument("job")
+    p.add_argument("--reason", default="")
+
+    p = add("result", cmd_result, "state, per-party progress and result of a job you sent")
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=3600)
+
+    p = add("demo", cmd_demo, "three local nodes compute on data none of them shares",
+            json_out=False)
+    p.add_argument("--keep", action="store_true", help="keep the nodes' data dirs")
+
+    p = add("bench", cmd_bench, "time a job's fixed costs against plain CrypTen")
+    p.add_argument("--repeat", type=int, default=3)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ParleyError as exc:
+        print(f"parley: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Talk to a local node's admin API from Python: the CLI's and scripts' one way in.
+
+``NodeClient`` is synchronous (stdlib only) and turns problem documents back into
+``ParleyError``. ``run_multiworkers`` is the seed's decorator: the decorated function's
+source becomes a job that runs on the named parties; calling it returns the released results.
+
+    @run_multiworkers([ALICE, BOB], client=NodeClient.for_data_dir("~/carol"),
+                      bindings=[("bc-model", 0, "model"), ("bc-data", 1, "dataset")])
+    def run_encrypted_inference(crypten):
+        ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from node.errors import JobFailed, NodeUnreachable, ParleyError
+from node.paths import data_dir as default_data_dir
+from node.wire import decode
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    url: str
+
+    def spec(self) -> dict[str, str]:
+        return {"name": self.name, "url": self.url}
+
+
+class NodeClient:
+    def __init__(self, admin_url: str, token: str) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        self.token = token
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | os.PathLike[str] | None = None) -> NodeClient:
+        """The node that runs on ``data_dir`` (its node.json says where and with which token)."""
+        path = default_data_dir(os.path.expanduser(str(data_dir)) if data_dir else None)
+        info_file = path / "node.json"
+        try:
+            info = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            raise NodeUnreachable(f"no node is running for {path}; start one with "
+                                  f"`parley node --data-dir {path}`") from None
+        return cls(info["admin_url"], info["token"])
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.admin_url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("detail")
+            except (ValueError, AttributeError):
+                detail = None
+            raise ParleyError(detail or f"the node answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise NodeUnreachable(f"the node at {self.admin_url} did not answer ({exc}); is "
+                                  f"`parley node` running?") from None
+
+    # -- owner actions ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return self.call("GET", "/admin/v1/status")
+
+    def assets(self, tags: Iterable[str] = ()) -> list[dict[str, Any]]:
+        query = "&".join(f"tag={urllib.request.quote(t)}" for t in tags)
+        return self.call("GET", "/admin/v1/assets" + (f"?{query}" if query else ""))["assets"]
+
+    def publish(self, path: str | os.PathLike[str], tags: Iterable[str] = (), name: str | None
+                = None, description: str = "", label_column: str | None = None
+                ) -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/assets", {
+            "path": str(Path(path).expanduser().resolve()), "tags": list(tags), "name": name,
+            "description": description, "label_column": label_column}, timeout=120)
+
+    def jobs(self, role: str | None = None, states: Iterable[str] = ()) -> list[dict[str, Any]]:
+        params = ([f"role={role}"] if role else []) + [f"state={s}" for s in states]
+        return self.call("GET", "/admin/v1/jobs" + ("?" + "&".join(params) if params else ""))[
+            "jobs"]
+
+    def job(self, job_id: str, role: str | None = None) -> dict[str, Any]:
+        return self.call("GET", f"/admin/v1/jobs/{job_id}" + (f"?role={role}" if role else ""))
+
+    def approve(self, job_id: str, proposal_hash: str | None = None) -> dict[str, Any]:
+        body = {"proposal_hash": proposal_hash} if proposal_hash else {}
+        return self.call("POST", f"/admin/v1/jobs/{job_id}/approve", body)
+
+    def reject(self, job_id: str, reason: str) -> dict[str, Any]:
+        return self.call("POST", f"/admin/v1/jobs/{job_id}/reject", {"reason": reason})
+
+    # -- orchestrating ------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/orchestrations", spec)
+
+    def orchestration(self, job_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/admin/v1/orchestrations/{job_id}")
+
+    def cancel(self, job_id: str, reason: str = "") -> dict[str, Any]:
+        return self.call("POST", f"/admin/v1/orchestrations/{job_id}/cancel", {"reason": reason})
+
+    def wait(self, job_id: str, timeout: float = 900, poll_s: float = 0.2) -> dict[str, Any]:
+        """The orchestration once it has ended (succeeded, failed, rejected or cancelled)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.orchestration(job_id)
+            if job["state"] in ("succeeded", "failed", "rejected", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise JobFailed(f"job {job_id} is still {job['state']} after {timeout:.0f} s; "
+                                f"`parley jobs` shows it, `parley cancel {job_id}` stops it")
+            time.sleep(poll_s)
+
+
+def job_source(fn: Callable[..., Any]) -> str:
+    """A function's source without its decorators: what the parties review and run."""
+    lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def "))
+    return "\n".join(lines[start:]) + "\n"
+
+
+def results(job: dict[str, Any]) -> dict[int, Any]:
+    """The released results of a finished orchestration, by rank (tensors as numpy arrays)."""
+    if job["state"] != "succeeded":
+        raise JobFailed(f"job {job['id']} {job['state']}: {job['reason']}")
+    return {int(rank): decode(value) for rank, value in (job.get("result") or {}).items()}
+
+
+def run_multiworkers(parties: list[Party], *, client: NodeClient,
+                     bindings: Iterable[tuple[str, int, str]] = (), result_to: Iterable[int] = (0,),
+                     title: str = "", limits: dict[str, float] | None = None,
+                     timeout: float = 900) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
+    """Run the decorated function as a CrypTen job on ``parties`` (rank = position)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[[], dict[int, Any]]:
+        spec = {
+            "title": title or fn.__name__, "parties": [p.spec() for p in parties],
+            "source": job_source(fn), "entry": fn.__name__,
+            "bindings": [{"tag": t, "rank": r, "kind": k} for t, r, k in bindings],
+            "result_to": list(result_to), "limits": limits or {},
+        }
+
+        @functools.wraps(fn)
+        def run() -> dict[int, Any]:
+            job = client.submit(spec)
+            return results(client.wait(job["id"], timeout=timeout))
+
+        run.spec = spec  # type: ignore[attr-defined]
+        return run
+
+    return decorate

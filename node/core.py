@@ -1,0 +1,249 @@
+"""The node: one data owner's store, inbox and party runs, independent of how it is reached.
+
+``Node`` holds the logic; node/api.py puts it behind the peer and admin HTTP surfaces and
+node/orchestrator.py drives jobs this node sends out. Handlers never see *who* called beyond
+what they are given, so authentication (a later layer) can change without touching this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from node import proposal as proposals
+from node.errors import JobStateError, ProposalError
+from node.jobs import JobBook, JobRecord
+from node.runner import PartyProcess, SpawnLauncher, free_port, party_threads
+from node.store import Asset, Store
+
+logger = logging.getLogger(__name__)
+PARTY = "party"
+
+
+class Node:
+    def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1",
+                 auto_approve: bool = False, launcher: Any = None) -> None:
+        self.data_dir = data_dir
+        self.name = name
+        self.host = host
+        self.auto_approve = auto_approve
+        self.node_id = self._load_or_make("node.id", lambda: "n-" + secrets.token_hex(8))
+        self.store = Store(data_dir)
+        self.jobs = JobBook(data_dir)
+        self.launcher = launcher or SpawnLauncher(data_dir / "party-logs")
+        self.peer_url = ""
+        self._runs: dict[str, PartyProcess] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()
+        interrupted = self.jobs.fail_interrupted()
+        if interrupted:
+            logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
+                           ", ".join(interrupted))
+
+    def _load_or_make(self, filename: str, make: Any) -> str:
+        path = self.data_dir / filename
+        if path.exists():
+            return path.read_text().strip()
+        value = make()
+        path.write_text(value + "\n")
+        return value
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for run in list(self._runs.values()):
+            run.kill("the node is stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.store.close()
+        self.jobs.close()
+
+    def notify(self) -> None:
+        """Wake everyone long-polling for events."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_events(self, after: int, job_id: str | None, timeout: float
+                          ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.jobs.events(after, job_id)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return events
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def identity(self) -> dict[str, Any]:
+        return {"id": self.node_id, "name": self.name, "url": self.peer_url}
+
+    # -- assets -------------------------------------------------------------------------
+    async def publish(self, path: str, *, name: str | None = None, tags: list[str] = (),
+                      description: str = "", label_column: str | None = None) -> Asset:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".csv":
+            call = lambda: self.store.import_csv(path, name=name, tags=tags,  # noqa: E731
+                                                 description=description,
+                                                 label_column=label_column)
+        elif suffix == ".npy":
+            call = lambda: self.store.import_npy(path, name=name, tags=tags,  # noqa: E731
+                                                 description=description)
+        elif suffix == ".onnx":
+            call = lambda: self.store.import_onnx(path, name=name, tags=tags,  # noqa: E731
+                                                  description=description)
+        else:
+            raise ProposalError(f"{Path(path).name}: Parley imports .csv and .npy datasets and "
+                                f".onnx models; export a PyTorch model with `parley publish` "
+                                f"from Python (Store.import_torch)")
+        asset = await asyncio.to_thread(call)
+        self.notify()
+        return asset
+
+    def catalog(self, tags: list[str] = ()) -> dict[str, Any]:
+        return {"node": self.identity(), "catalog_version": self.store.catalog_version(),
+                "assets": [a.public() for a in self.store.list(tags)]}
+
+    # -- proposals received (party role) ------------------------------------------------
+    async def receive_proposal(self, body: Any) -> JobRecord:
+        if not isinstance(body, dict) or "proposal" not in body:
+            raise ProposalError("expected {\"proposal\": {...}, \"rank\": n}")
+        p = proposals.validate(body["proposal"])
+        rank = body.get("rank")
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < len(
+                p["parties"]):
+            raise ProposalError("rank: must be one of the proposal's party ranks")
+        await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
+        job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
+                               proposals.proposal_hash(p), rank)
+        logger.info("job %s proposed by %s (rank %d)", p["job_id"], p["orchestrator"]["name"],
+                    rank)
+        if self.auto_approve:
+            job = self.jobs.transition(job.id, PARTY, "approved", "approved automatically "
+                                       "(node started with --auto-approve)")
+        self.notify()
+        return job
+
+    def approve(self, job_id: str, proposal_hash: str | None = None) -> JobRecord:
+        job = self.jobs.get(job_id, PARTY)
+        if proposal_hash is not None and proposal_hash != job.proposal_hash:
+            raise JobStateError(f"job {job_id} is not the proposal you reviewed (hash differs); "
+                                f"review it again with `parley show {job_id}`")
+        job = self.jobs.transition(job_id, PARTY, "approved", "approved by the owner",
+                                   expect=["awaiting_approval"])
+        self.notify()
+        return job
+
+    def reject(self, job_id: str, reason: str) -> JobRecord:
+        reason = reason.strip() or "no reason given"
+        job = self.jobs.transition(job_id, PARTY, "rejected", f"rejected by the owner: {reason}",
+                                   expect=["awaiting_approval"])
+        self.notify()
+        return job
+
+    async def start_party(self, job_id: str, rendezvous: str | None) -> dict[str, Any]:
+        job = self.jobs.get(job_id, PARTY)
+        if job.state != "approved":
+            raise JobStateError(f"job {job_id} is {job.state}; only an approved job can start")
+        p = job.proposal
+        if job.rank == 0:
+            rendezvous = f"tcp://{self.host}:{free_port(self.host)}"
+        elif not rendezvous:
+            raise ProposalError("rendezvous: the address of rank 0 is needed to start")
+        assets = await asyncio.to_thread(proposals.check_against_store, p, job.rank, self.store)
+        for entry in assets.values():
+            if "asset_id" in entry:
+                asset = self.store.get(entry.pop("asset_id"))
+                parts = ["model"] if asset.kind == "model" else [
+                    k for k, v in entry["shapes"].items() if v is not None]
+                entry["paths"] = {part: str(self.store.content_path(asset, part))
+                                  for part in parts}
+        limits = proposals.limits(p)
+        world = len(p["parties"])
+        spec = {
+            "job_id": job_id, "rank": job.rank, "world_size": world, "rendezvous": rendezvous,
+            "source": p["code"]["source"], "entry": p["code"]["entry"], "assets": assets,
+            "result_to": p["reveal"]["result_to"], "threads": party_threads(world),
+            "timeouts": {"rendezvous": limits["rendezvous_timeout_s"],
+                         "op": limits["op_timeout_s"]},
+        }
+        self.jobs.transition(job_id, PARTY, "starting", "")
+        self.notify()
+        try:
+            run = await self.launcher.launch(job_id, spec["threads"])
+        except OSError as exc:
+            self.jobs.transition(job_id, PARTY, "failed", f"could not start a party process: "
+                                 f"{exc}")
+            self.notify()
+            raise
+        self._runs[job_id] = run
+        self.spawn(self._supervise(job_id, run, spec, limits["time_s"]))
+        return {"rendezvous": rendezvous, "state": "starting"}
+
+    async def _supervise(self, job_id: str, run: PartyProcess, spec: dict[str, Any],
+                         limit_s: float) -> None:
+        async def on_event(name: str, data: dict[str, Any]) -> None:
+            if name == "joined" and self.jobs.get(job_id, PARTY).state == "starting":
+                self.jobs.transition(job_id, PARTY, "running", "")
+            self.jobs.add_event(job_id, PARTY, name, data)
+            self.notify()
+
+        try:
+            outcome = await run.supervise(spec, limit_s, on_event)
+        finally:
+            self._runs.pop(job_id, None)
+        if outcome.state == "succeeded" and outcome.released:
+            self.jobs.update(job_id, PARTY, result={"value": outcome.result})
+        self.jobs.update(job_id, PARTY, detail={"timings": outcome.timings,
+                                                "stats": outcome.stats,
+                                                "failure_kind": outcome.kind})
+        try:
+            self.jobs.transition(job_id, PARTY, outcome.state, outcome.reason)
+        except JobStateError:
+            pass  # already ended (e.g. cancelled while reporting)
+        logger.info("job %s: party ended %s %s", job_id, outcome.state, outcome.reason)
+        self.notify()
+
+    async def cancel_party(self, job_id: str, reason: str) -> JobRecord:
+        job = self.jobs.get(job_id, PARTY)
+        reason = f"cancelled: {reason.strip() or 'by the orchestrator'}"
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.kill(reason)
+            return job
+        if not job.terminal:
+            job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
+            self.notify()
+        return job
+
+    def released_result(self, job_id: str) -> Any:
+        job = self.jobs.get(job_id, PARTY)
+        if job.state != "succeeded":
+            raise JobStateError(f"job {job_id} is {job.state}; it has no result")
+        if job.result is None:
+            raise JobStateError(f"job {job_id} releases no result from rank {job.rank}")
+        return job.result["value"]
+
+    def write_runtime_file(self, admin_url: str, token: str) -> Path:
+        """Where the CLI and the GUI find this node: admin URL and token (owner-only file)."""
+        path = self.data_dir / "node.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"name": self.name, "id": self.node_id, "admin_url": admin_url,
+                       "peer_url": self.peer_url, "token": token, "pid": os.getpid()}, f)
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,132 @@
+"""The API a job's code sees inside a party process: the seed's calls, backed by this node's store.
+
+``crypten.load(tag, src)`` reads the asset bound to ``tag`` from the source party's own store;
+the other parties learn only its shape. ``crypten.load_model(tag)`` rebuilds the owner's model
+on every party from ONNX: the owner sends the architecture with its weights zeroed, every party
+builds the same graph, and the owner's real weights enter only as secret shares
+(``encrypt(src=owner)``). Everything else on the object is CrypTen itself for now; the jail
+(a later layer) narrows it to an allowlist.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import time
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+
+from node.compat import crypten
+from node.errors import ParleyError
+
+JOB_FILENAME = "<job>"
+
+
+class JobApiError(ParleyError):
+    """The job asked for something its proposal does not allow or bind."""
+
+
+def compile_job(source: str, entry: str) -> Callable[..., Any]:
+    """Compile the job's source and return its entry function."""
+    try:
+        code = compile(source, JOB_FILENAME, "exec")
+    except SyntaxError as exc:
+        raise JobApiError(f"the job's source does not parse: line {exc.lineno}: {exc.msg}") from None
+    namespace: dict[str, Any] = {"__builtins__": builtins, "torch": torch}
+    exec(code, namespace)  # noqa: S102 - runs only in the party process (see module docstring)
+    fn = namespace.get(entry)
+    if not callable(fn):
+        raise JobApiError(f"the job's source defines no function named '{entry}'")
+    return fn
+
+
+def architecture_only(model_bytes: bytes) -> bytes:
+    """The ONNX graph with every initializer zeroed: what the other parties may learn."""
+    model = onnx.load_model_from_string(model_bytes)
+    for init in model.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init)
+        init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(arr), init.name))
+    return model.SerializeToString()
+
+
+class JobCrypten:
+    """What a job receives as ``crypten``: loading by tag, plus CrypTen."""
+
+    def __init__(self, rank: int, world_size: int, assets: dict[str, dict[str, Any]],
+                 reveal_to: list[int] | None = None) -> None:
+        self._rank = rank
+        self._world = world_size
+        self._assets = assets
+        self.load_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(crypten, name)
+
+    def _binding(self, tag: str, kind: str) -> dict[str, Any]:
+        binding = self._assets.get(tag)
+        if binding is None:
+            bound = ", ".join(sorted(self._assets)) or "none"
+            raise JobApiError(f"the job loads '{tag}', but its proposal binds no such tag "
+                              f"(bound: {bound})")
+        if binding["kind"] != kind:
+            raise JobApiError(f"'{tag}' is a {binding['kind']}, not a {kind}")
+        return binding
+
+    def _broadcast_bytes(self, data: bytes | None, src: int) -> bytes:
+        comm = crypten.communicator.get()
+        size = torch.tensor([len(data) if data is not None else 0], dtype=torch.int64)
+        size = comm.broadcast(size, src)
+        buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8) if data is not None
+               else torch.zeros(int(size.item()), dtype=torch.uint8))
+        buf = comm.broadcast(buf, src)
+        return bytes(buf.numpy().tobytes())
+
+    def _broadcast_shape(self, plain: torch.Tensor | None, src: int) -> list[int]:
+        """The owner tells the others the shape: all they learn about the data itself."""
+        comm = crypten.communicator.get()
+        dims = list(plain.shape) if plain is not None else []
+        ndim = comm.broadcast(torch.tensor([len(dims)], dtype=torch.int64), src)
+        buf = torch.tensor(dims, dtype=torch.int64) if plain is not None else torch.zeros(
+            int(ndim.item()), dtype=torch.int64)
+        return [int(d) for d in comm.broadcast(buf, src).tolist()]
+
+    def load(self, tag: str, src: int | None = None, part: str = "features") -> Any:
+        """Secret-share the dataset bound to ``tag``; only ``src`` reads it."""
+        t0 = time.perf_counter()
+        binding = self._binding(tag, "dataset")
+        owner = int(binding["rank"])
+        if src is not None and int(src) != owner:
+            raise JobApiError(f"'{tag}' is held by rank {owner}, not rank {src}")
+        if part not in ("features", "labels"):
+            raise JobApiError("part must be 'features' or 'labels'")
+        plain = None
+        if self._rank == owner:
+            path = binding["paths"].get(part)
+            if path is None:
+                raise JobApiError(f"'{tag}' has no {part}")
+            plain = torch.from_numpy(np.ascontiguousarray(np.load(path, allow_pickle=False),
+                                                          dtype=np.float32))
+        shape = self._broadcast_shape(plain, owner)
+        if plain is None:
+            plain = torch.zeros(shape, dtype=torch.float32)
+        enc = crypten.cryptensor(plain, src=owner)
+        self.load_s += time.perf_counter() - t0
+        return enc
+
+    def load_model(self, tag: str) -> Any:
+        """The owner's model on every party: shared architecture, encrypted weights."""
+        t0 = time.perf_counter()
+        binding = self._binding(tag, "model")
+        owner = int(binding["rank"])
+        real = None
+        if self._rank == owner:
+            with open(binding["paths"]["model"], "rb") as f:
+                real = f.read()
+        arch = self._broadcast_bytes(architecture_only(real) if real is not None else None, owner)
+        model = crypten.nn.from_onnx(io.BytesIO(real if real is not None else arch))
+        model.encrypt(src=owner)
+        self.load_s += time.perf_counter() - t0
+        return model

@@ -1,0 +1,216 @@
+"""Job records and their state machine, persisted in SQLite so they survive a restart.
+
+Two kinds of record live here:
+
+* a **party job**: a proposal this node received, in which it plays one rank;
+* an **orchestration**: a job this node sent out and drives (it may also be a party of it).
+
+Party job states (shared/ARCHITECTURE.md)::
+
+    proposed -> awaiting_approval -> approved -> starting -> running -> succeeded
+                       |                |           |           +-> failed (reason)
+                       +-> rejected     +-> cancelled (any live state) / failed
+
+Every change appends an event (a numbered row) that the APIs stream to watchers. A node that
+starts and finds a job ``starting`` or ``running`` marks it failed: its party process died
+with the node.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from node.errors import JobStateError, UnknownJob
+
+TERMINAL = frozenset({"rejected", "succeeded", "failed", "cancelled"})
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "proposed": frozenset({"awaiting_approval", "approved", "rejected", "cancelled"}),
+    "awaiting_approval": frozenset({"approved", "rejected", "cancelled", "failed"}),
+    "approved": frozenset({"starting", "cancelled", "failed"}),
+    "starting": frozenset({"running", "succeeded", "failed", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled"}),
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    proposal TEXT NOT NULL, proposal_hash TEXT NOT NULL, rank INTEGER,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    result TEXT, detail TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (id, role)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, role TEXT NOT NULL,
+    t REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    role: str  # "party" | "orchestrator"
+    state: str
+    reason: str
+    proposal: dict[str, Any]
+    proposal_hash: str
+    rank: int | None
+    created_at: float
+    updated_at: float
+    result: Any
+    detail: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def public(self, with_result: bool = False) -> dict[str, Any]:
+        out = {
+            "id": self.id, "role": self.role, "state": self.state, "reason": self.reason,
+            "proposal_hash": self.proposal_hash, "rank": self.rank,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "title": self.proposal.get("title", ""), "detail": self.detail,
+        }
+        if with_result:
+            out["result"] = self.result
+            out["proposal"] = self.proposal
+        return out
+
+
+class JobBook:
+    """All job records of one node. Thread-safe; callers run it off the event loop."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._db = sqlite3.connect(data_dir / "jobs.sqlite", check_same_thread=False,
+                                   isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- records -------------------------------------------------------------------------
+    def create(self, job_id: str, role: str, state: str, proposal: dict[str, Any],
+               proposal_hash: str, rank: int | None, detail: dict[str, Any] | None = None,
+               reason: str = "") -> JobRecord:
+        now = time.time()
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (id, role, state, reason, proposal, proposal_hash, rank,"
+                    " created_at, updated_at, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (job_id, role, state, reason, json.dumps(proposal), proposal_hash, rank,
+                     now, now, json.dumps(detail or {})),
+                )
+            except sqlite3.IntegrityError:
+                raise JobStateError(f"job {job_id} already exists on this node "
+                                    f"(a replayed or duplicate proposal)") from None
+            self._event(job_id, role, "state", {"state": state, "reason": reason})
+        return self.get(job_id, role)
+
+    def get(self, job_id: str, role: str | None = None) -> JobRecord:
+        query = "SELECT * FROM jobs WHERE id = ?" + (" AND role = ?" if role else "")
+        args: tuple[Any, ...] = (job_id, role) if role else (job_id,)
+        with self._lock:
+            row = self._db.execute(query, args).fetchone()
+        if row is None:
+            raise UnknownJob(f"no job {job_id} on this node; `parley jobs` lists them")
+        return _record(row)
+
+    def list(self, role: str | None = None, states: Iterable[str] = ()) -> list[JobRecord]:
+        query, args = "SELECT * FROM jobs", []
+        clauses = []
+        if role:
+            clauses.append("role = ?")
+            args.append(role)
+        states = list(states)
+        if states:
+            clauses.append("state IN (%s)" % ",".join("?" * len(states)))
+            args.extend(states)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
+        return [_record(r) for r in rows]
+
+    def transition(self, job_id: str, role: str, new_state: str, reason: str = "",
+                   expect: Iterable[str] | None = None) -> JobRecord:
+        """Move a job to ``new_state`` if its machine allows it; JobStateError otherwise."""
+        with self._lock:
+            row = self._db.execute("SELECT state FROM jobs WHERE id = ? AND role = ?",
+                                   (job_id, role)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no job {job_id} on this node; `parley jobs` lists them")
+            current = row[0]
+            allowed = TRANSITIONS.get(current, frozenset())
+            if new_state not in allowed or (expect is not None and current not in set(expect)):
+                raise JobStateError(f"job {job_id} is {current}; it cannot become {new_state}")
+            self._db.execute("UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ?"
+                             " AND role = ?", (new_state, reason, time.time(), job_id, role))
+            self._event(job_id, role, "state", {"state": new_state, "reason": reason})
+        return self.get(job_id, role)
+
+    def update(self, job_id: str, role: str, *, result: Any = None,
+               detail: dict[str, Any] | None = None) -> None:
+        """Store a result and/or merge keys into the job's detail (timings, parties, ...)."""
+        with self._lock:
+            if result is not None:
+                self._db.execute("UPDATE jobs SET result = ? WHERE id = ? AND role = ?",
+                                 (json.dumps(result), job_id, role))
+            if detail:
+                row = self._db.execute("SELECT detail FROM jobs WHERE id = ? AND role = ?",
+                                       (job_id, role)).fetchone()
+                merged = {**json.loads(row[0]), **detail} if row else detail
+                self._db.execute("UPDATE jobs SET detail = ?, updated_at = ? WHERE id = ? AND "
+                                 "role = ?", (json.dumps(merged), time.time(), job_id, role))
+                self._event(job_id, role, "detail", detail)
+
+    def fail_interrupted(self) -> list[str]:
+        """At start: jobs that were live when the node stopped cannot be resumed."""
+        live = [r for r in self.list() if r.state in ("starting", "running")
+                or (r.role == "orchestrator" and not r.terminal)]
+        for rec in live:
+            with self._lock:
+                self._db.execute("UPDATE jobs SET state='failed', reason=?, updated_at=? WHERE "
+                                 "id=? AND role=?", ("the node stopped while the job was "
+                                                     f"{rec.state}; run it again",
+                                                     time.time(), rec.id, rec.role))
+                self._event(rec.id, rec.role, "state", {"state": "failed",
+                                                        "reason": "node restarted"})
+        return [r.id for r in live]
+
+    # -- events --------------------------------------------------------------------------
+    def add_event(self, job_id: str, role: str, kind: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._event(job_id, role, kind, data)
+
+    def _event(self, job_id: str, role: str, kind: str, data: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO events (job_id, role, t, kind, data) VALUES (?,?,?,?,?)",
+                         (job_id, role, time.time(), kind, json.dumps(data)))
+
+    def events(self, after: int = 0, job_id: str | None = None, limit: int = 500
+               ) -> list[dict[str, Any]]:
+        query = "SELECT seq, job_id, role, t, kind, data FROM events WHERE seq > ?"
+        args: list[Any] = [after]
+        if job_id:
+            query += " AND job_id = ?"
+            args.append(job_id)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()
+        return [{"seq": r[0], "job_id": r[1], "role": r[2], "t": r[3], "kind": r[4],
+                 "data": json.loads(r[5])} for r in rows]
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (job_id, role, state, reason, proposal, phash, rank, created, updated, result, detail) = row
+    return JobRecord(job_id, role, state, reason, json.loads(proposal), phash, rank, created,
+                     updated, json.loads(result) if result else None, json.loads(detail))

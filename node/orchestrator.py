@@ -1,0 +1,283 @@
+"""Drive a job this node sends out: propose, wait for approvals, start, watch, collect.
+
+One asyncio task per orchestration. It talks to each party's peer API only. Rank 0 is
+started first: its node picks the rendezvous port and answers with the address, which the
+others then get. While the job runs, the first party to fail is the cause; every other party
+is cancelled at once with that cause in its reason, so nobody waits for a timeout that the
+orchestrator already knows is coming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from node import proposal as proposals
+from node.core import Node
+from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
+from node.jobs import TERMINAL, JobRecord
+
+logger = logging.getLogger(__name__)
+ORCH = "orchestrator"
+POLL_S = 0.2
+UNREACHABLE_AFTER_S = 15.0
+_SECONDARY = ("lost the connection", "stopped answering", "cancelled:")
+
+
+class Orchestrator:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    # -- peer calls ---------------------------------------------------------------------
+    async def _call(self, method: str, url: str, body: Any = None) -> Any:
+        try:
+            async with self.http.request(method, url, json=body) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    detail = data.get("detail") if isinstance(data, dict) else None
+                    raise ParleyError(detail or f"HTTP {resp.status}")
+                return data
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise NodeUnreachable(f"{url.split('/peer/')[0]} did not answer ({type(exc).__name__})"
+                                  ) from None
+
+    # -- compose and submit -------------------------------------------------------------
+    def compose(self, spec: Any) -> dict[str, Any]:
+        """A proposal from the admin API's job spec (parties in rank order)."""
+        if not isinstance(spec, dict):
+            raise ProposalError("expected a job spec object")
+        parties = spec.get("parties")
+        if not isinstance(parties, list):
+            raise ProposalError("parties: expected a list of {name, url} in rank order")
+        bindings = spec.get("bindings", [])
+        p = {
+            "version": proposals.VERSION,
+            "job_id": proposals.new_job_id(),
+            "title": spec.get("title", ""),
+            "orchestrator": {"name": self.node.name, "url": self.node.peer_url},
+            "parties": [{"name": q.get("name", f"party{i}") if isinstance(q, dict) else "",
+                         "url": (q.get("url", "") if isinstance(q, dict) else "").rstrip("/"),
+                         "rank": i} for i, q in enumerate(parties)],
+            "code": {"kind": "source", "source": spec.get("source"),
+                     "entry": spec.get("entry", "run")},
+            "bindings": bindings,
+            "reveal": {"result_to": spec.get("result_to", [0])},
+            "limits": spec.get("limits", {}),
+        }
+        return proposals.validate(p)
+
+    async def submit(self, spec: Any) -> JobRecord:
+        p = self.compose(spec)
+        job = self.node.jobs.create(p["job_id"], ORCH, "proposed", p, proposals.proposal_hash(p),
+                                    None, detail={"parties": {
+                                        str(q["rank"]): {"name": q["name"], "state": "proposed"}
+                                        for q in p["parties"]}})
+        self.node.spawn(self._drive(job.id))
+        self.node.notify()
+        return job
+
+    async def cancel(self, job_id: str, reason: str) -> JobRecord:
+        job = self.node.jobs.get(job_id, ORCH)
+        if job.terminal:
+            return job
+        reason = f"cancelled by {self.node.name}: {reason.strip() or 'no reason given'}"
+        await self._cancel_all(job.proposal, reason)
+        try:
+            job = self.node.jobs.transition(job_id, ORCH, "cancelled", reason)
+        except JobStateError:
+            job = self.node.jobs.get(job_id, ORCH)
+        self.node.notify()
+        return job
+
+    # -- the drive ----------------------------------------------------------------------
+    def _set(self, job_id: str, state: str, reason: str = "") -> None:
+        try:
+            self.node.jobs.transition(job_id, ORCH, state, reason)
+        except JobStateError:
+            return
+        self.node.notify()
+
+    def _party_detail(self, job_id: str, rank: int, **fields: Any) -> None:
+        job = self.node.jobs.get(job_id, ORCH)
+        parties = job.detail.get("parties", {})
+        parties[str(rank)] = {**parties.get(str(rank), {}), **fields}
+        self.node.jobs.update(job_id, ORCH, detail={"parties": parties})
+        self.node.notify()
+
+    async def _drive(self, job_id: str) -> None:
+        p = self.node.jobs.get(job_id, ORCH).proposal
+        limits = proposals.limits(p)
+        t0 = time.monotonic()
+        try:
+            await self._propose(job_id, p)
+            self._set(job_id, "awaiting_approval")
+            if not await self._await_approvals(job_id, p, limits["approval_s"]):
+                return
+            self._set(job_id, "approved")
+            phase = {"approved_s": time.monotonic() - t0}
+            t1 = time.monotonic()
+            self._set(job_id, "starting")
+            await self._start(job_id, p)
+            self._set(job_id, "running")
+            states = await self._watch(job_id, p, limits["time_s"] + 30)
+            phase["run_s"] = time.monotonic() - t1
+            self.node.jobs.update(job_id, ORCH, detail={"phases": phase})
+            failed = {r: s for r, s in states.items() if s["state"] != "succeeded"}
+            if failed:
+                rank, cause = _root_cause(failed)
+                name = p["parties"][rank]["name"]
+                self._set(job_id, "failed", f"{name} (rank {rank}): {cause['reason']}")
+                return
+            result = {}
+            for rank in p["reveal"]["result_to"]:
+                url = p["parties"][rank]["url"]
+                data = await self._call("GET", f"{url}/peer/v1/jobs/{job_id}/result")
+                result[str(rank)] = data["value"]
+            self.node.jobs.update(job_id, ORCH, result=result)
+            self._set(job_id, "succeeded")
+        except asyncio.CancelledError:
+            raise
+        except ParleyError as exc:
+            await self._cancel_all(p, f"cancelled: the orchestrator stopped the job: {exc.message}")
+            self._set(job_id, "failed", exc.message)
+        except Exception as exc:  # noqa: BLE001 - a reason for the owner, details in the log
+            logger.exception("orchestration %s crashed", job_id)
+            await self._cancel_all(p, "cancelled: the orchestrator hit an unexpected error")
+            self._set(job_id, "failed", f"the orchestrator hit an unexpected error "
+                                        f"({type(exc).__name__}); see its log")
+
+    async def _propose(self, job_id: str, p: dict[str, Any]) -> None:
+        async def one(party: dict[str, Any]) -> None:
+            await self._call("POST", f"{party['url']}/peer/v1/proposals",
+                             {"proposal": p, "rank": party["rank"]})
+            self._party_detail(job_id, party["rank"], state="awaiting_approval")
+
+        results = await asyncio.gather(*(one(q) for q in p["parties"]), return_exceptions=True)
+        for party, res in zip(p["parties"], results):
+            if isinstance(res, BaseException):
+                msg = res.message if isinstance(res, ParleyError) else repr(res)
+                await self._cancel_all(p, f"cancelled: {party['name']} refused the proposal")
+                raise ProposalError(f"{party['name']} refused the proposal: {msg}")
+
+    async def _states(self, job_id: str, p: dict[str, Any], seen: dict[int, float]
+                      ) -> dict[int, dict[str, Any]]:
+        async def one(party: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            rank = party["rank"]
+            try:
+                state = await self._call("GET", f"{party['url']}/peer/v1/jobs/{job_id}")
+                seen[rank] = time.monotonic()
+            except NodeUnreachable:
+                if time.monotonic() - seen.setdefault(rank, time.monotonic()) > UNREACHABLE_AFTER_S:
+                    state = {"state": "failed", "reason": f"its node stopped answering for "
+                                                          f"{UNREACHABLE_AFTER_S:.0f} s"}
+                else:
+                    state = {"state": "unknown", "reason": "not answering"}
+            return rank, state
+
+        pairs = await asyncio.gather(*(one(q) for q in p["parties"]))
+        job = self.node.jobs.get(job_id, ORCH)
+        known = job.detail.get("parties", {})
+        for rank, state in pairs:
+            old = known.get(str(rank), {})
+            fields = {"state": state["state"], "reason": state.get("reason", "")}
+            if "detail" in state and state["detail"].get("timings"):
+                fields["timings"] = state["detail"]["timings"]
+                fields["stats"] = state["detail"].get("stats", {})
+            if any(old.get(k) != v for k, v in fields.items()):
+                self._party_detail(job_id, rank, **fields)
+        return dict(pairs)
+
+    async def _await_approvals(self, job_id: str, p: dict[str, Any], limit_s: float) -> bool:
+        deadline = time.monotonic() + limit_s
+        seen: dict[int, float] = {}
+        while time.monotonic() < deadline:
+            if self.node.jobs.get(job_id, ORCH).terminal:
+                return False  # cancelled meanwhile
+            states = await self._states(job_id, p, seen)
+            refused = {r: s for r, s in states.items()
+                       if s["state"] in ("rejected", "failed", "cancelled")}
+            if refused:
+                rank, s = sorted(refused.items())[0]
+                name = p["parties"][rank]["name"]
+                await self._cancel_all(p, f"cancelled: {name} did not approve")
+                final = "rejected" if s["state"] == "rejected" else "failed"
+                self._set(job_id, final, f"{name}: {s.get('reason') or s['state']}")
+                return False
+            if all(s["state"] == "approved" for s in states.values()):
+                return True
+            await asyncio.sleep(POLL_S)
+        await self._cancel_all(p, "cancelled: not every party approved in time")
+        self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
+        return False
+
+    async def _start(self, job_id: str, p: dict[str, Any]) -> None:
+        by_rank = {q["rank"]: q for q in p["parties"]}
+        first = await self._call("POST", f"{by_rank[0]['url']}/peer/v1/jobs/{job_id}/start", {})
+        rendezvous = first["rendezvous"]
+        self.node.jobs.update(job_id, ORCH, detail={"rendezvous": rendezvous})
+        others = [q for r, q in sorted(by_rank.items()) if r != 0]
+        results = await asyncio.gather(*(
+            self._call("POST", f"{q['url']}/peer/v1/jobs/{job_id}/start",
+                       {"rendezvous": rendezvous}) for q in others), return_exceptions=True)
+        for party, res in zip(others, results):
+            if isinstance(res, BaseException):
+                msg = res.message if isinstance(res, ParleyError) else repr(res)
+                raise ParleyError(f"{party['name']} could not start: {msg}")
+
+    async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float
+                     ) -> dict[int, dict[str, Any]]:
+        deadline = time.monotonic() + limit_s
+        seen: dict[int, float] = {}
+        cancelled = False
+        while True:
+            if self.node.jobs.get(job_id, ORCH).terminal:
+                raise ParleyError("the job was cancelled")
+            states = await self._states(job_id, p, seen)
+            ended = {r: s for r, s in states.items() if s["state"] in TERMINAL}
+            bad = {r: s for r, s in ended.items() if s["state"] != "succeeded"}
+            if bad and not cancelled:
+                rank, cause = _root_cause(bad)
+                name = p["parties"][rank]["name"]
+                await self._cancel_all(p, f"cancelled: {name} (rank {rank}) ended: "
+                                          f"{cause.get('reason')}", skip=set(ended))
+                cancelled = True
+            if len(ended) == len(states):
+                return ended
+            if time.monotonic() > deadline:
+                await self._cancel_all(p, "cancelled: the job ran past its time limit")
+                raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
+            await asyncio.sleep(POLL_S)
+
+    async def _cancel_all(self, p: dict[str, Any], reason: str, skip: set[int] = frozenset()
+                          ) -> None:
+        async def one(party: dict[str, Any]) -> None:
+            try:
+                await self._call("POST", f"{party['url']}/peer/v1/jobs/{p['job_id']}/cancel",
+                                 {"reason": reason})
+            except ParleyError:
+                pass  # unknown job there, or unreachable: nothing more we can do from here
+
+        await asyncio.gather(*(one(q) for q in p["parties"] if q["rank"] not in skip))
+
+
+def _root_cause(failed: dict[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """The party whose failure explains the others' (theirs say 'lost the connection')."""
+    for rank, state in sorted(failed.items()):
+        if not any(s in state.get("reason", "") for s in _SECONDARY):
+            return rank, state
+    return sorted(failed.items())[0]

@@ -1,0 +1,174 @@
+"""Start, supervise and stop party processes (node/party.py), one per job on this node.
+
+A ``Launcher`` turns a party spec into a running ``PartyProcess``. ``SpawnLauncher`` starts a
+fresh interpreter per job; a warm pool can implement the same interface by starting workers
+ahead of time (party.py imports torch and CrypTen before it reads its spec) and giving each
+worker exactly one job, so isolation is the same. The process gets an almost empty
+environment: nothing of the node's (no data dir, no token) is inherited.
+
+The supervisor reads the party's events, enforces the whole-job time limit, and turns every
+way a party can end into one outcome with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def free_port(host: str) -> int:
+    """A TCP port that is free on ``host`` now (rank 0's party will listen there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def party_threads(world_size: int) -> int:
+    """Threads per party: cores shared between the parties on this host (shared/PLATFORM.md)."""
+    return max(1, (os.cpu_count() or 1) // max(1, world_size))
+
+
+@dataclass
+class Outcome:
+    state: str  # succeeded | failed | cancelled
+    reason: str = ""
+    kind: str = ""
+    result: Any = None
+    released: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class PartyProcess:
+    """A running party: feed it its spec, read its events, end it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, started: float) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.started = started
+        self._cancel_reason: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self, reason: str) -> None:
+        """End the party now, for ``reason`` (SIGKILL works on a stopped process too)."""
+        self._cancel_reason = self._cancel_reason or reason
+        self._terminate()
+
+    def _terminate(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    async def supervise(self, spec: dict[str, Any], limit_s: float, on_event: EventSink) -> Outcome:
+        """Send the spec, follow the events until the party ends; never longer than ``limit_s``."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
+        await self.proc.stdin.drain()
+        timings: dict[str, float] = {"spawn_to_spec_s": time.monotonic() - self.started}
+        outcome: Outcome | None = None
+        try:
+            outcome = await asyncio.wait_for(self._follow(on_event, timings), timeout=limit_s)
+        except asyncio.TimeoutError:
+            self.kill(f"the job ran past its time limit of {limit_s:.0f} s")
+        finally:
+            if self.proc.returncode is None and outcome is not None:
+                try:  # a party that reported may be finishing its exit; give it a moment
+                    await asyncio.wait_for(self.proc.wait(), timeout=2)
+                except asyncio.TimeoutError:
+                    pass
+            self._terminate()
+            if self.proc.stdin and not self.proc.stdin.is_closing():
+                self.proc.stdin.close()
+            await self.proc.wait()
+        timings["total_s"] = time.monotonic() - self.started
+        if self._cancel_reason and (outcome is None or outcome.state != "succeeded"):
+            state = "cancelled" if self._cancel_reason.startswith("cancelled") else "failed"
+            if outcome is None or outcome.kind in ("peer_lost", "peer_timeout", ""):
+                outcome = Outcome(state, self._cancel_reason, kind="stopped")
+        if outcome is None:
+            outcome = Outcome("failed", self._exit_reason(), kind="crashed")
+        outcome.timings = {**timings, **outcome.timings}
+        return outcome
+
+    async def _follow(self, on_event: EventSink, timings: dict[str, float]) -> Outcome | None:
+        assert self.proc.stdout
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                await self.proc.wait()
+                return None
+            try:
+                event = json.loads(line)
+                name = str(event.pop("event"))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("party %s sent a malformed event line", self.pid)
+                continue
+            if name == "result":
+                timings.update(event.get("timings", {}))
+                return Outcome("succeeded", "", result=event.get("value"),
+                               released=bool(event.get("released")),
+                               stats=event.get("stats", {}))
+            if name == "error":
+                return Outcome("failed", str(event.get("message", "the party failed")),
+                               kind=str(event.get("kind", "")))
+            for key, value in event.items():
+                if key.endswith("_s") and isinstance(value, (int, float)):
+                    timings[key] = float(value)
+            await on_event(name, event)
+
+    def _exit_reason(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            return f"the party process was killed by {name}"
+        if code == 3:
+            return "the party process lost its node"
+        return f"the party process exited with code {code} without a result (log: {self.log_path})"
+
+
+class SpawnLauncher:
+    """A fresh interpreter per job (the default)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    async def launch(self, job_id: str, threads: int) -> PartyProcess:
+        log_path = self.log_dir / f"{job_id}.log"
+        env = {
+            "PATH": os.defpath,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+            "LANG": "C.UTF-8",
+        }
+        log = open(log_path, "ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "node.party",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=log, env=env, cwd=str(self.log_dir), start_new_session=True,
+                limit=2**26,
+            )
+        finally:
+            log.close()
+        logger.info("job %s: party process %d started", job_id, proc.pid)
+        return PartyProcess(proc, log_path, time.monotonic())

@@ -1,0 +1,936 @@
+"""The node's asset store: the datasets and models its owner has published.
+
+Metadata lives in SQLite (``store.sqlite``); content lives in files named by the SHA-256 of their
+bytes (``blobs/ab/ab12...ef.npy``). Content addressing gives three things at once: identical
+content is kept once however often it is imported; a party process can be handed one file that
+holds exactly one asset part and nothing else; and a blob's name says what its bytes must be.
+
+Imports are all-or-nothing. Everything that can be refused (a bad cell, an op CrypTen cannot
+run) is checked before anything is written. Then, inside one SQLite write transaction, each
+blob is written to a temporary file in its final folder, fsynced and renamed into place, and
+only after that are the asset's rows inserted and the catalog version bumped. A crash at any
+point leaves at most an unreferenced blob or a temporary file, never an asset whose content is
+missing; opening the store removes such leftovers. Because blobs are only ever written or
+removed while the SQLite write lock is held, that clean-up cannot race an import running in
+another process, and removing an asset cannot delete a blob another import is about to claim.
+
+The store checks a model by converting it with CrypTen, once, at import: a model that would
+fail inside a job is refused when its owner can still do something about it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from node.errors import DatasetError, ModelError, StoreError, UnknownAsset
+
+__all__ = ["KINDS", "Asset", "Store", "normalise_tags"]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("dataset", "model")
+
+_SCHEMA_VERSION = 1
+_TAG_RE = re.compile(r"[a-z0-9_.:\-]{1,64}")
+_TAG_RULE = "1 to 64 characters from lowercase letters, digits, '-', '_', '.' and ':'"
+_BLOB_RE = re.compile(r"[0-9a-f]{64}\.(npy|onnx)")
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+# A plain decimal or scientific number. float() alone would also take "nan", "infinity" and
+# "1_000", none of which should pass as a data value.
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_DATASET_PARTS = ("features", "labels")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS assets (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('dataset', 'model')),
+    description  TEXT NOT NULL,
+    schema       TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    content_blob TEXT NOT NULL,
+    labels_blob  TEXT
+);
+CREATE TABLE IF NOT EXISTS tags (
+    asset_id TEXT NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    tag      TEXT NOT NULL,
+    PRIMARY KEY (asset_id, tag)
+);
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('catalog_version', 0);
+"""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One published dataset or model: what the catalog shows, never where its bytes are."""
+
+    id: str
+    name: str
+    kind: str
+    tags: tuple[str, ...]
+    description: str
+    schema: dict[str, Any] = field(hash=False)  # hashing by the other fields keeps Asset hashable
+    created_at: float
+
+    def public(self) -> dict[str, Any]:
+        """Metadata that may leave the node: no file paths, no content hashes, no values."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "tags": list(self.tags),
+            "description": self.description,
+            "schema": json.loads(json.dumps(self.schema)),
+            "created_at": self.created_at,
+        }
+
+
+def normalise_tags(tags: Iterable[str] | str) -> tuple[str, ...]:
+    """Tags stripped, lowercased, deduplicated and sorted; StoreError for one breaking the rule."""
+    if isinstance(tags, str):  # a lone tag, not an iterable of one-letter tags
+        tags = (tags,)
+    seen: set[str] = set()
+    for raw in tags:
+        if not isinstance(raw, str):
+            raise StoreError(f"tag {raw!r} is not text; a tag is {_TAG_RULE}")
+        tag = raw.strip().lower()
+        if not _TAG_RE.fullmatch(tag):
+            raise StoreError(f"tag {raw!r} is not allowed; a tag is {_TAG_RULE}, e.g. 'mnist-test'")
+        seen.add(tag)
+    return tuple(sorted(seen))
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An import that passed every check and is ready to be written."""
+
+    kind: str
+    name: str
+    tags: tuple[str, ...]
+    description: str
+    schema: dict[str, Any]
+    content: tuple[bytes, str]  # (bytes, extension)
+    labels: tuple[bytes, str] | None = None
+
+
+class Store:
+    """The asset store of one node's data directory. Safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.blobs_dir = self.data_dir / "blobs"
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        path = self.data_dir / "store.sqlite"
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = sqlite3.connect(
+                path,
+                timeout=30.0,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store in {self.data_dir} was written by a newer Parley "
+                    f"(schema {version}); upgrade Parley to open it"
+                )
+            with self._write() as db:
+                for statement in _DDL.split(";"):  # executescript() would commit mid-way
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                self._remove_leftovers(db)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(
+                f"cannot open the asset store {path} ({exc}); if the file is damaged, move it "
+                "aside and import the assets again"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the asset store is closed")
+        return self._db
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._conn()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding SQLite's write lock from its first statement.
+
+        BEGIN IMMEDIATE takes the lock up front, so blob files written inside the block are
+        never seen by another process's clean-up before the rows that claim them exist.
+        """
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    # -- imports ---------------------------------------------------------------------------
+
+    def import_csv(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+        label_column: str | None = None,
+    ) -> Asset:
+        """A dataset from a CSV file with a header row and numbers in every other cell."""
+        path = Path(path)
+        columns, features, labels = _read_csv(path, label_column)
+        return self._commit(
+            _dataset(path.stem, name, tags, description, columns, features, labels, label_column)
+        )
+
+    def import_npy(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+    ) -> Asset:
+        """A dataset from a numeric 1-D or 2-D .npy array (1-D becomes one column)."""
+        path = Path(path)
+        features = _read_npy(path)
+        columns = [f"c{i}" for i in range(features.shape[1])]
+        return self._commit(
+            _dataset(path.stem, name, tags, description, columns, features, None, None)
+        )
+
+    def import_onnx(
+        self,
+        path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview,
+        *,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+    ) -> Asset:
+        """A model from an ONNX file (or its bytes) that CrypTen can convert."""
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            data, label, default_name = bytes(path_or_bytes), "the model", "model"
+        else:
+            path = Path(path_or_bytes)
+            label, default_name = path.name, path.stem
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise ModelError(f"{path}: no such file; check the path") from None
+            except IsADirectoryError:
+                raise ModelError(f"{path} is a folder; choose an .onnx file") from None
+            except OSError as exc:
+                raise ModelError(
+                    f"{path} cannot be read ({exc.strerror}); check its permissions"
+                ) from None
+        schema = _check_model(data, label)
+        return self._commit(
+            _Prepared(
+                kind="model",
+                name=_clean_name(name, default_name),
+                tags=normalise_tags(tags),
+                description=_clean_description(description),
+                schema=schema,
+                content=(data, "onnx"),
+            )
+        )
+
+    def import_torch(
+        self,
+        module: Any,
+        dummy_input: Any,
+        *,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        description: str = "",
+    ) -> Asset:
+        """A model from a PyTorch module, exported to ONNX the way CrypTen needs it."""
+        from node.compat import onnx_bytes_from_pytorch
+
+        try:
+            data = onnx_bytes_from_pytorch(module, dummy_input)
+        except Exception as exc:  # the exporter raises anything from RuntimeError to KeyError
+            raise ModelError(
+                f"{type(module).__name__} could not be exported to ONNX ({type(exc).__name__}: "
+                f"{_first_line(exc)}); check that dummy_input is a tensor the module accepts"
+            ) from exc
+        return self.import_onnx(
+            data, name=name or type(module).__name__, tags=tags, description=description
+        )
+
+    def _commit(self, prepared: _Prepared) -> Asset:
+        asset = Asset(
+            id="a-" + secrets.token_hex(6),
+            name=prepared.name,
+            kind=prepared.kind,
+            tags=prepared.tags,
+            description=prepared.description,
+            schema=prepared.schema,
+            created_at=time.time(),
+        )
+        written: list[Path] = []
+        try:
+            with self._write() as db:
+                try:
+                    content_blob = self._put_blob(*prepared.content, written)
+                    labels = prepared.labels
+                    labels_blob = self._put_blob(*labels, written) if labels else None
+                    self._insert_asset(db, asset, content_blob, labels_blob)
+                    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'")
+                except BaseException:
+                    # Still under the write lock, so no other import can have claimed them.
+                    for blob in written:
+                        blob.unlink(missing_ok=True)
+                    raise
+        except OSError as exc:
+            raise StoreError(
+                f"could not save {asset.name!r} in {self.blobs_dir} ({exc.strerror or exc}); "
+                "check free disk space and permissions, then import it again"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"could not record {asset.name!r} in {self.data_dir / 'store.sqlite'} ({exc}); "
+                "import it again; if this repeats, check that no other program holds the store"
+            ) from exc
+        logger.info("imported %s %s (%s), tags %s", asset.kind, asset.id, asset.name, asset.tags)
+        return asset
+
+    def _insert_asset(
+        self, db: sqlite3.Connection, asset: Asset, content_blob: str, labels_blob: str | None
+    ) -> None:
+        db.execute(
+            "INSERT INTO assets (id, name, kind, description, schema, created_at, content_blob, "
+            "labels_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                asset.id,
+                asset.name,
+                asset.kind,
+                asset.description,
+                json.dumps(asset.schema, sort_keys=True),
+                asset.created_at,
+                content_blob,
+                labels_blob,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO tags (asset_id, tag) VALUES (?, ?)", [(asset.id, t) for t in asset.tags]
+        )
+
+    def _blob_path(self, blob: str) -> Path:
+        return self.blobs_dir / blob[:2] / blob
+
+    def _put_blob(self, data: bytes, ext: str, written: list[Path]) -> str:
+        """Store ``data`` under its hash, atomically; a blob already there is kept as it is.
+
+        Call with the write lock held. A blob under its final name is always complete (it got
+        there by rename after fsync), so an existing one needs no rewrite.
+        """
+        blob = f"{hashlib.sha256(data).hexdigest()}.{ext}"
+        final = self._blob_path(blob)
+        if final.exists():
+            return blob
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=_TMP_PREFIX, suffix="." + ext)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(final)
+        _fsync_dir(final.parent)
+        return blob
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def list(self, tags: Iterable[str] = (), kind: str | None = None) -> list[Asset]:
+        """Assets carrying all of ``tags`` (and of ``kind``, if given), oldest first."""
+        wanted = normalise_tags(tags)
+        if kind is not None and kind not in KINDS:
+            raise StoreError(f"unknown asset kind {kind!r}; use one of {', '.join(KINDS)}")
+        sql = "SELECT * FROM assets WHERE 1"
+        args: list[Any] = []
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        for tag in wanted:
+            sql += " AND id IN (SELECT asset_id FROM tags WHERE tag = ?)"
+            args.append(tag)
+        sql += " ORDER BY created_at, id"
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
+            return [self._asset(db, row) for row in rows]
+
+    def get(self, asset_id: str) -> Asset:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
+            if row is None:
+                raise UnknownAsset(
+                    f"no asset {asset_id!r} on this node; `parley assets` lists what is here"
+                )
+            return self._asset(db, row)
+
+    def by_tag(self, tag: str) -> Asset:
+        """The one asset carrying ``tag``: how a job names the data a party provides."""
+        (tag,) = normalise_tags((tag,))
+        found = self.list((tag,))
+        if not found:
+            raise UnknownAsset(
+                f"no asset tagged {tag!r} on this node; `parley assets` lists what is here"
+            )
+        if len(found) > 1:
+            ids = ", ".join(a.id for a in found)
+            raise StoreError(
+                f"{len(found)} assets are tagged {tag!r} ({ids}); "
+                "use a more specific tag, or add one that only the intended asset carries"
+            )
+        return found[0]
+
+    def catalog_version(self) -> int:
+        with self._read() as db:
+            return int(
+                db.execute("SELECT value FROM meta WHERE key = 'catalog_version'").fetchone()[0]
+            )
+
+    def _asset(self, db: sqlite3.Connection, row: tuple[Any, ...]) -> Asset:
+        asset_id, name, kind, description, schema, created_at = row[:6]
+        tags = tuple(
+            t
+            for (t,) in db.execute(
+                "SELECT tag FROM tags WHERE asset_id = ? ORDER BY tag", (asset_id,)
+            )
+        )
+        return Asset(
+            id=asset_id,
+            name=name,
+            kind=kind,
+            tags=tags,
+            description=description,
+            schema=json.loads(schema),
+            created_at=created_at,
+        )
+
+    # -- content ---------------------------------------------------------------------------
+
+    def content_path(self, asset: Asset, part: str = "features") -> Path:
+        """The blob file holding one part of ``asset``, to hand to a party process.
+
+        ``.npy`` for dataset parts (features, labels), ``.onnx`` for models. For a model,
+        ``part`` may be left at its default or given as ``"model"``.
+        """
+        with self._read() as db:
+            row = db.execute(
+                "SELECT kind, content_blob, labels_blob FROM assets WHERE id = ?", (asset.id,)
+            ).fetchone()
+        if row is None:
+            raise UnknownAsset(
+                f"asset {asset.id!r} ({asset.name}) is no longer on this node; "
+                "`parley assets` lists what is here"
+            )
+        kind, content_blob, labels_blob = row
+        if kind == "model":
+            if part not in ("features", "model"):
+                raise StoreError(f"{asset.id} is a model; it has no {part!r} part")
+            blob = content_blob
+        elif part == "features":
+            blob = content_blob
+        elif part == "labels":
+            if labels_blob is None:
+                raise StoreError(
+                    f"dataset {asset.id} ({asset.name}) has no labels; import it again with a "
+                    "label column to use it for training"
+                )
+            blob = labels_blob
+        else:
+            raise StoreError(
+                f"unknown dataset part {part!r}; use one of {', '.join(_DATASET_PARTS)}"
+            )
+        path = self._blob_path(blob)
+        if not path.is_file():
+            raise StoreError(
+                f"the content of {asset.id} ({asset.name}) is missing from {self.blobs_dir}; "
+                "remove the asset and import it again"
+            )
+        return path
+
+    def load_array(self, asset: Asset, part: str = "features") -> np.ndarray:
+        """One part of a dataset: features (n, d) or labels (n,), float32."""
+        if asset.kind != "dataset":
+            raise StoreError(f"{asset.id} ({asset.name}) is a {asset.kind}, not a dataset")
+        return np.load(self.content_path(asset, part), allow_pickle=False)
+
+    def model_bytes(self, asset: Asset) -> bytes:
+        """The ONNX bytes of a model, exactly as imported."""
+        if asset.kind != "model":
+            raise StoreError(f"{asset.id} ({asset.name}) is a {asset.kind}, not a model")
+        return self.content_path(asset).read_bytes()
+
+    # -- removal and clean-up --------------------------------------------------------------
+
+    def remove(self, asset_id: str) -> None:
+        """Forget an asset; its blobs go too unless another asset holds the same content."""
+        trashed: list[tuple[Path, Path]] = []
+        try:
+            with self._write() as db:
+                row = db.execute(
+                    "SELECT content_blob, labels_blob FROM assets WHERE id = ?", (asset_id,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownAsset(
+                        f"no asset {asset_id!r} on this node; `parley assets` lists what is here"
+                    )
+                db.execute("DELETE FROM assets WHERE id = ?", (asset_id,))
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'")
+                for blob in {b for b in row if b}:
+                    still_used = db.execute(
+                        "SELECT 1 FROM assets WHERE content_blob = ?1 OR labels_blob = ?1 LIMIT 1",
+                        (blob,),
+                    ).fetchone()
+                    path = self._blob_path(blob)
+                    if still_used is None and path.exists():
+                        # Moved aside, not deleted, until the commit: a failed commit puts it back.
+                        trash = path.with_name(_TRASH_PREFIX + blob)
+                        os.replace(path, trash)
+                        trashed.append((path, trash))
+        except BaseException as exc:
+            for path, trash in trashed:
+                os.replace(trash, path)
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise StoreError(
+                    f"could not remove {asset_id} ({exc}); it is still here, try again"
+                ) from exc
+            raise
+        for _, trash in trashed:
+            trash.unlink(missing_ok=True)
+        logger.info("removed asset %s (%d blob(s) freed)", asset_id, len(trashed))
+
+    def _remove_leftovers(self, db: sqlite3.Connection) -> None:
+        """Delete temporary files and unclaimed blobs left by a crash. Write lock held."""
+        claimed = {
+            blob
+            for row in db.execute("SELECT content_blob, labels_blob FROM assets")
+            for blob in row
+            if blob
+        }
+        removed = 0
+        for sub in self.blobs_dir.iterdir():
+            if not sub.is_dir():
+                continue
+            for f in sub.iterdir():
+                leftover = f.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)) or (
+                    _BLOB_RE.fullmatch(f.name) is not None and f.name not in claimed
+                )
+                if leftover and f.is_file():
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            logger.warning(
+                "removed %d file(s) left in %s by an interrupted import", removed, self.blobs_dir
+            )
+
+
+# -- datasets ------------------------------------------------------------------------------
+
+
+def _dataset(
+    stem: str,
+    name: str | None,
+    tags: Iterable[str],
+    description: str,
+    columns: list[str],
+    features: np.ndarray,
+    labels: np.ndarray | None,
+    label_column: str | None,
+) -> _Prepared:
+    n, d = features.shape
+    schema: dict[str, Any] = {
+        "rows": n,
+        "shape": [n, d],
+        "dtype": "float32",
+        "columns": columns,
+        "label": None if labels is None else {"name": label_column, "shape": [n]},
+    }
+    return _Prepared(
+        kind="dataset",
+        name=_clean_name(name, stem),
+        tags=normalise_tags(tags),
+        description=_clean_description(description),
+        schema=schema,
+        content=(_npy_bytes(features), "npy"),
+        labels=None if labels is None else (_npy_bytes(labels), "npy"),
+    )
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """Deterministic .npy bytes, so equal arrays hash to the same blob."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(
+        buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False
+    )
+    return buf.getvalue()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a folder; choose a file") from None
+    except OSError as exc:
+        raise DatasetError(
+            f"{path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(
+            f"{path.name} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            "save the file as UTF-8 CSV and import it again"
+        ) from None
+
+
+def _read_csv(
+    path: Path, label_column: str | None
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Features, labels and column names from a CSV file, checked cell by cell."""
+    fname = path.name
+    text = _read_text(path)
+    if not text.strip():
+        raise DatasetError(
+            f"{fname} is empty; a dataset needs a header row and at least one data row"
+        )
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[list[float]] = []
+    header: list[str] | None = None
+    line = 1  # the line the next record starts on (header = line 1)
+    try:
+        for record in reader:
+            start, line = line, reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if header is None:
+                header = _check_header(fname, record, label_column)
+                continue
+            if len(record) != len(header):
+                raise DatasetError(
+                    f"{fname} line {start}: expected {len(header)} cells (one per header column), "
+                    f"found {len(record)}; fix the row or remove it"
+                )
+            rows.append(
+                [_parse_cell(fname, start, header[i], cell) for i, cell in enumerate(record)]
+            )
+    except csv.Error as exc:
+        raise DatasetError(f"{fname} line {line}: not valid CSV ({exc}); fix the line") from None
+    assert header is not None  # the file has non-blank text, so a header was read
+    if not rows:
+        raise DatasetError(f"{fname} has a header but no data rows; add rows below the header")
+    table = np.asarray(rows, dtype=np.float64)
+    if label_column is None:
+        return header, table.astype(np.float32), None
+    at = header.index(label_column)
+    features = np.delete(table, at, axis=1).astype(np.float32)
+    return [c for c in header if c != label_column], features, table[:, at].astype(np.float32)
+
+
+def _check_header(fname: str, record: list[str], label_column: str | None) -> list[str]:
+    header = [c.strip() for c in record]
+    for i, col in enumerate(header):
+        if not col:
+            raise DatasetError(
+                f"{fname} line 1: column {i + 1} has no name; "
+                "give every column a name in the header row"
+            )
+    if len(header) == 1 and ";" in record[0]:
+        raise DatasetError(
+            f"{fname} line 1 looks separated by ';' rather than ','; save it as comma-separated CSV"
+        )
+    first: dict[str, int] = {}
+    for i, col in enumerate(header):
+        if col in first:
+            raise DatasetError(
+                f"{fname} line 1: column name {col!r} appears twice (columns {first[col] + 1} and "
+                f"{i + 1}); rename one of them"
+            )
+        first[col] = i
+    if label_column is not None:
+        if label_column not in first:
+            raise DatasetError(
+                f"{fname} has no column {label_column!r} to use as labels; its columns are: "
+                f"{', '.join(header)}"
+            )
+        if len(header) == 1:
+            raise DatasetError(
+                f"{fname} has only the label column {label_column!r}; "
+                "a dataset needs at least one feature column"
+            )
+    return header
+
+
+def _parse_cell(fname: str, line: int, column: str, cell: str) -> float:
+    where = f"{fname} line {line}, column {column!r}"
+    text = cell.strip()
+    if not text:
+        raise DatasetError(
+            f"{where}: {cell!r} is an empty cell, not a number; fill it in or remove the row"
+        )
+    if not _NUMBER_RE.fullmatch(text):
+        raw = text.lower().lstrip("+-")
+        if raw in ("nan", "inf", "infinity"):
+            raise DatasetError(
+                f"{where}: {cell!r} is not a finite number; fix the cell or remove the row"
+            )
+        raise DatasetError(f"{where}: {cell!r} is not a number; fix the cell or remove the row")
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+        raise DatasetError(
+            f"{where}: {cell!r} is too large for a 32-bit float; scale the column or remove the row"
+        )
+    return value
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    fname = path.name
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder; choose a .npy file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) and "Object arrays" in str(exc):
+            raise DatasetError(
+                f"{fname} holds Python objects (dtype object), which Parley never loads because "
+                "unpickling can run code; save a numeric array, "
+                "e.g. numpy.save(f, a.astype('float32'))"
+            ) from None
+        raise DatasetError(
+            f"{fname} is not a .npy array file; save one array with numpy.save and import that"
+        ) from None
+    except (OSError, EOFError):  # truncated header, unreadable file
+        raise DatasetError(
+            f"{fname} is not a readable .npy file; save one array with numpy.save and import that"
+        ) from None
+    if not isinstance(loaded, np.ndarray):
+        loaded.close()
+        raise DatasetError(
+            f"{fname} is an .npz archive; save one array with numpy.save and import that"
+        )
+    array = loaded
+    if array.dtype.names is not None or not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+        or array.dtype == np.bool_
+    ):
+        raise DatasetError(
+            f"{fname} holds {array.dtype} values; a dataset must be integers or real numbers"
+        )
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise DatasetError(
+            f"{fname} has shape {tuple(array.shape)}; a dataset is 1-D (one column) or 2-D "
+            "(rows x columns): reshape it, e.g. a.reshape(len(a), -1)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DatasetError(
+            f"{fname} has shape {tuple(array.shape)}: no data; it needs rows and columns"
+        )
+    with np.errstate(over="ignore"):
+        features = array.astype(np.float32)
+    bad = np.argwhere(~np.isfinite(features))
+    if bad.size:
+        row, col = (int(i) for i in bad[0])
+        raise DatasetError(
+            f"{fname}: {len(bad)} value(s) are NaN, infinite or too large for a 32-bit float, the "
+            f"first at row {row}, column {col}; fix or drop them before importing"
+        )
+    return features
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+def _check_model(data: bytes, label: str) -> dict[str, Any]:
+    """The model's schema, after making sure CrypTen can run it; ModelError otherwise."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    not_onnx = (
+        f"{label} is not an ONNX model; export it with torch.onnx.export, or import the PyTorch "
+        "module itself"
+    )
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError):
+        raise ModelError(not_onnx) from None
+    graph = model.graph
+    if model.ir_version <= 0 or not graph.node:
+        raise ModelError(not_onnx)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+        raise ModelError(
+            f"{label} keeps its weights in separate files; save it as one file "
+            "(onnx.save_model(model, path, save_as_external_data=False))"
+        )
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ModelError(
+            f"{label} has {len(inputs)} input(s) and {len(graph.output)} output(s); Parley runs "
+            "models with exactly one input and one output: combine them in the model before export"
+        )
+    ops = sorted({node.op_type for node in graph.node})
+    _check_crypten(data, ops, label)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return {
+        "inputs": [_value_schema(v) for v in inputs],
+        "outputs": [_value_schema(v) for v in graph.output],
+        "ops": ops,
+        "parameters": int(sum(math.prod(t.dims) for t in graph.initializer)),
+        "opset": int(opset),
+    }
+
+
+def _value_schema(value: Any) -> dict[str, Any]:
+    tensor = value.type.tensor_type
+    shape: list[int | None] | None = None
+    if tensor.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    return {"name": value.name, "shape": shape}
+
+
+def _check_crypten(data: bytes, ops: list[str], label: str) -> None:
+    from node.compat import crypten
+
+    converter = crypten.nn.onnx_converter  # as patched by node.compat
+
+    unsupported = []
+    for op in ops:
+        if op == "Identity":  # node.compat rewires these away before conversion
+            continue
+        try:
+            converter._get_operator_class(op, {})
+        except ValueError:
+            unsupported.append(op)
+    if unsupported:
+        raise ModelError(_unsupported_message(label, unsupported))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            crypten.nn.from_onnx(io.BytesIO(data))
+    except Exception as exc:  # CrypTen signals with ValueError, AssertionError, KeyError, ...
+        found = re.findall(r"does not support ONNX op (\S+?)\.?$", str(exc))
+        if found:
+            raise ModelError(_unsupported_message(label, found)) from exc
+        raise ModelError(
+            f"CrypTen cannot convert {label} ({type(exc).__name__}: {_first_line(exc)}); "
+            "re-export it with torch.onnx.export from a model built of supported layers "
+            "(Linear, Conv, ReLU, pooling, BatchNorm, ...)"
+        ) from exc
+
+
+def _unsupported_message(label: str, ops: list[str]) -> str:
+    plural = "s" if len(ops) > 1 else ""
+    return (
+        f"CrypTen cannot run {label}: it uses the ONNX op{plural} {', '.join(ops)}, which CrypTen "
+        "does not support; replace those layers with supported ones (e.g. ReLU or Sigmoid for "
+        "other activations) or export the model with supported ops only"
+    )
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+
+def _clean_name(name: str | None, default: str) -> str:
+    cleaned = (name if name is not None else default).strip()
+    if not cleaned:
+        raise StoreError("an asset needs a name; pass name=...")
+    return cleaned
+
+
+def _clean_description(description: str) -> str:
+    if not isinstance(description, str):
+        raise StoreError("the description must be text")
+    return description.strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
