@@ -142,8 +142,11 @@ def results(job: dict[str, Any]) -> dict[int, Any]:
 def run_multiworkers(parties: list[Party], *, client: NodeClient,
                      bindings: Iterable[tuple[str, int, str]] = (), result_to: Iterable[int] = (0,),
                      title: str = "", limits: dict[str, float] | None = None,
-                     timeout: float = 900) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
-    """Run the decorated function as a CrypTen job on ``parties`` (rank = position)."""
+                     precision_bits: int | None = None, timeout: float = 900) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
+    """Run the decorated function as a CrypTen job on ``parties`` (rank = position).
+
+    ``precision_bits`` sets CrypTen's fixed-point precision for the job (default 16): more bits
+    for inputs with small values under large weights, fewer for very large intermediates."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[[], dict[int, Any]]:
         spec = {
@@ -152,6 +155,8 @@ def run_multiworkers(parties: list[Party], *, client: NodeClient,
             "bindings": [{"tag": t, "rank": r, "kind": k} for t, r, k in bindings],
             "result_to": list(result_to), "limits": limits or {},
         }
+        if precision_bits is not None:
+            spec["crypten"] = {"precision_bits": precision_bits}
 
         @functools.wraps(fn)
         def run() -> dict[int, Any]:

@@ -164,19 +164,21 @@ class Node:
         elif not rendezvous:
             raise ProposalError("rendezvous: the address of rank 0 is needed to start")
         assets = await asyncio.to_thread(proposals.check_against_store, p, job.rank, self.store)
-        for entry in assets.values():
-            if "asset_id" in entry:
-                asset = self.store.get(entry.pop("asset_id"))
-                parts = ["model"] if asset.kind == "model" else [
-                    k for k, v in entry["shapes"].items() if v is not None]
-                entry["paths"] = {part: str(self.store.content_path(asset, part))
-                                  for part in parts}
+        for holders in assets.values():
+            for entry in holders.values():
+                if "asset_id" in entry:
+                    asset = self.store.get(entry.pop("asset_id"))
+                    parts = ["model"] if asset.kind == "model" else (
+                        ["features", "labels"] if asset.schema.get("label") else ["features"])
+                    entry["paths"] = {part: str(self.store.content_path(asset, part))
+                                      for part in parts}
         limits = proposals.limits(p)
         world = len(p["parties"])
         spec = {
             "job_id": job_id, "rank": job.rank, "world_size": world, "rendezvous": rendezvous,
             "source": p["code"]["source"], "entry": p["code"]["entry"], "assets": assets,
             "result_to": p["reveal"]["result_to"], "threads": party_threads(world),
+            "precision_bits": p.get("crypten", {}).get("precision_bits", 16),
             "timeouts": {"rendezvous": limits["rendezvous_timeout_s"],
                          "op": limits["op_timeout_s"]},
         }

@@ -65,15 +65,24 @@ class JobCrypten:
     def __getattr__(self, name: str) -> Any:
         return getattr(crypten, name)
 
-    def _binding(self, tag: str, kind: str) -> dict[str, Any]:
-        binding = self._assets.get(tag)
-        if binding is None:
+    def _binding(self, tag: str, kind: str, src: int | None) -> tuple[int, dict[str, Any]]:
+        holders = self._assets.get(tag)
+        if holders is None:
             bound = ", ".join(sorted(self._assets)) or "none"
             raise JobApiError(f"the job loads '{tag}', but its proposal binds no such tag "
                               f"(bound: {bound})")
+        ranks = sorted(int(r) for r in holders)
+        if src is None:
+            if len(ranks) > 1:
+                raise JobApiError(f"'{tag}' is bound at ranks {ranks}; say which one, e.g. "
+                                  f"crypten.load('{tag}', {ranks[0]})")
+            src = ranks[0]
+        binding = holders.get(str(int(src)))
+        if binding is None:
+            raise JobApiError(f"'{tag}' is bound at rank(s) {ranks}, not at rank {src}")
         if binding["kind"] != kind:
             raise JobApiError(f"'{tag}' is a {binding['kind']}, not a {kind}")
-        return binding
+        return int(src), binding
 
     def _broadcast_bytes(self, data: bytes | None, src: int) -> bytes:
         comm = crypten.communicator.get()
@@ -93,13 +102,15 @@ class JobCrypten:
             int(ndim.item()), dtype=torch.int64)
         return [int(d) for d in comm.broadcast(buf, src).tolist()]
 
-    def load(self, tag: str, src: int | None = None, part: str = "features") -> Any:
-        """Secret-share the dataset bound to ``tag``; only ``src`` reads it."""
+    def load(self, tag: str, src: int | None = None, part: str = "features",
+             standardize: bool = False) -> Any:
+        """Secret-share the dataset bound to ``tag`` at rank ``src``; only ``src`` reads it.
+
+        ``standardize=True``: the owner scales each of its columns to mean 0, variance 1 with
+        its own statistics before sharing. Purely local to the owner's data, it reveals nothing
+        more and keeps fixed-point arithmetic in a good range."""
         t0 = time.perf_counter()
-        binding = self._binding(tag, "dataset")
-        owner = int(binding["rank"])
-        if src is not None and int(src) != owner:
-            raise JobApiError(f"'{tag}' is held by rank {owner}, not rank {src}")
+        owner, binding = self._binding(tag, "dataset", src)
         if part not in ("features", "labels"):
             raise JobApiError("part must be 'features' or 'labels'")
         plain = None
@@ -107,8 +118,11 @@ class JobCrypten:
             path = binding["paths"].get(part)
             if path is None:
                 raise JobApiError(f"'{tag}' has no {part}")
-            plain = torch.from_numpy(np.ascontiguousarray(np.load(path, allow_pickle=False),
-                                                          dtype=np.float32))
+            array = np.load(path, allow_pickle=False).astype(np.float64)
+            if standardize:
+                std = array.std(axis=0)
+                array = (array - array.mean(axis=0)) / np.where(std > 0, std, 1.0)
+            plain = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
         shape = self._broadcast_shape(plain, owner)
         if plain is None:
             plain = torch.zeros(shape, dtype=torch.float32)
@@ -119,8 +133,7 @@ class JobCrypten:
     def load_model(self, tag: str) -> Any:
         """The owner's model on every party: shared architecture, encrypted weights."""
         t0 = time.perf_counter()
-        binding = self._binding(tag, "model")
-        owner = int(binding["rank"])
+        owner, binding = self._binding(tag, "model", None)
         real = None
         if self._rank == owner:
             with open(binding["paths"]["model"], "rb") as f:

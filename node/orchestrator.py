@@ -79,6 +79,8 @@ class Orchestrator:
             "reveal": {"result_to": spec.get("result_to", [0])},
             "limits": spec.get("limits", {}),
         }
+        if "crypten" in spec:
+            p["crypten"] = spec["crypten"]
         return proposals.validate(p)
 
     async def submit(self, spec: Any) -> JobRecord:

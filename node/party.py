@@ -123,6 +123,7 @@ def run(spec: dict[str, Any]) -> int:
     t = time.perf_counter()
     crypten.init()
     crypten.cfg.communicator.verbose = True
+    crypten.cfg.encoder.precision_bits = int(spec.get("precision_bits", 16))
     emit("joined", rendezvous_s=time.perf_counter() - t)
 
     t = time.perf_counter()

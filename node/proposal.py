@@ -11,7 +11,8 @@ an owner approves. Shape (version 1)::
                   {"tag": "bc-data", "rank": 1, "kind": "dataset",
                    "expect": {"shape": [null, 30], "labels": false}}],
      "reveal": {"result_to": [0]},       ranks whose return value goes back to the orchestrator
-     "limits": {"time_s": 600, "op_timeout_s": 10, "rendezvous_timeout_s": 60}}
+     "limits": {"time_s": 600, "op_timeout_s": 10, "rendezvous_timeout_s": 60},
+     "crypten": {"precision_bits": 16}}     optional: CrypTen's fixed-point precision
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def validate(p: Any) -> dict[str, Any]:
               "must be one of the parties' ranks")
         _need(b.get("kind") in ("dataset", "model"), where + ".kind",
               "must be 'dataset' or 'model'")
-        _need(b["tag"] not in seen, where + ".tag", f"'{b['tag']}' is bound twice")
-        seen.add(b["tag"])
+        _need((b["tag"], b["rank"]) not in seen, where, f"'{b['tag']}' is bound twice at rank "
+              f"{b['rank']}")
+        seen.add((b["tag"], b["rank"]))
         expect = b.get("expect", {})
         _need(isinstance(expect, dict), where + ".expect", "must be an object")
         shape = expect.get("shape")
@@ -102,6 +104,11 @@ def validate(p: Any) -> dict[str, Any]:
     for key, value in limits.items():
         _need(key in DEFAULT_LIMITS and isinstance(value, (int, float)) and 0 < value <= 86400,
               f"limits.{key}", "unknown limit or out of range (0, 86400] s")
+    options = p.get("crypten", {})
+    _need(isinstance(options, dict) and set(options) <= {"precision_bits"}, "crypten",
+          "may only set precision_bits")
+    bits = options.get("precision_bits", 16)
+    _need(_int(bits) and 8 <= bits <= 24, "crypten.precision_bits", "must be an integer 8..24")
     return p
 
 
@@ -109,12 +116,14 @@ def limits(p: dict[str, Any]) -> dict[str, float]:
     return {**DEFAULT_LIMITS, **p.get("limits", {})}
 
 
-def check_against_store(p: dict[str, Any], rank: int, store: Any) -> dict[str, dict[str, Any]]:
-    """What the party of ``rank`` needs to run ``p``: every bound tag with its owner rank,
-    kind and shapes; file paths only for this party's own assets.
+def check_against_store(p: dict[str, Any], rank: int, store: Any
+                        ) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the party of ``rank`` needs to run ``p``: for every bound tag, the ranks that hold
+    it (a tag may be bound at several ranks: rows split across parties) with kind and, for
+    this party's own assets, the asset id.
 
     Raises ProposalError when this party's bindings do not match what it holds."""
-    assets: dict[str, dict[str, Any]] = {}
+    assets: dict[str, dict[str, dict[str, Any]]] = {}
     for b in p["bindings"]:
         entry: dict[str, Any] = {"rank": b["rank"], "kind": b["kind"]}
         if b["rank"] == rank:
@@ -137,12 +146,8 @@ def check_against_store(p: dict[str, Any], rank: int, store: Any) -> dict[str, d
                 if b.get("expect", {}).get("labels") and not label:
                     raise ProposalError(f"'{b['tag']}' here has no label column, but the job "
                                         f"expects labels")
-                entry["asset_id"] = asset.id
-                entry["shapes"] = {"features": shape,
-                                   "labels": label["shape"] if label else None}
-            else:
-                entry["asset_id"] = asset.id
-        assets[b["tag"]] = entry
+            entry["asset_id"] = asset.id
+        assets.setdefault(b["tag"], {})[str(b["rank"])] = entry
     return assets
 
 

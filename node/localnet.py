@@ -1,0 +1,131 @@
+"""Several real nodes on this machine's loopback, each its own ``parley node`` process.
+
+Used by ``parley demo``, ``parley bench`` and the tests: one way to start, reach and stop
+a node from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from node.client import NodeClient, Party
+from node.errors import NodeUnreachable
+
+
+class LocalNode:
+    """A ``parley node`` child process with its own data dir."""
+
+    def __init__(self, name: str, data_dir: Path, auto_approve: bool = False,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.data_dir = Path(data_dir)
+        self.auto_approve = auto_approve
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client: NodeClient | None = None
+        self.peer_url = ""
+
+    def start(self, timeout: float = 60) -> LocalNode:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        info_file = self.data_dir / "node.json"
+        info_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "node.cli", "node", "--data-dir", str(self.data_dir),
+               "--name", self.name, *self.extra_args]
+        if self.auto_approve:
+            cmd.append("--auto-approve")
+        log = open(self.data_dir / "node.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise NodeUnreachable(f"node {self.name} exited at start (code "
+                                      f"{self.proc.returncode}); see {self.data_dir/'node.log'}")
+            if info_file.exists():
+                try:
+                    info = json.loads(info_file.read_text())
+                    if info.get("pid") == self.proc.pid:
+                        self.client = NodeClient(info["admin_url"], info["token"])
+                        self.peer_url = info["peer_url"]
+                        return self
+                except ValueError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise NodeUnreachable(f"node {self.name} did not start within {timeout:.0f} s")
+
+    @property
+    def party(self) -> Party:
+        return Party(self.name, self.peer_url)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL if it does not end in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> LocalNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def party_pids(data_dir: Path) -> list[int]:
+    """Party processes (``python -m node.party``) whose parent is the node of ``data_dir``."""
+    info = json.loads((Path(data_dir) / "node.json").read_text())
+    return children_running(info["pid"], "node.party")
+
+
+def children_running(parent: int, needle: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        state = stat.rsplit(")", 1)[1].split()[0]
+        if ppid == parent and needle in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def all_party_processes() -> list[int]:
+    """Every live ``node.party`` process on this machine (tests check none is left behind)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if "-m node.party" in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
