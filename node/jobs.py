@@ -30,7 +30,7 @@ from node.errors import JobStateError, UnknownJob
 
 TERMINAL = frozenset({"rejected", "succeeded", "failed", "cancelled"})
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "proposed": frozenset({"awaiting_approval", "approved", "rejected", "cancelled"}),
+    "proposed": frozenset({"awaiting_approval", "approved", "rejected", "cancelled", "failed"}),
     "awaiting_approval": frozenset({"approved", "rejected", "cancelled", "failed"}),
     "approved": frozenset({"starting", "cancelled", "failed"}),
     "starting": frozenset({"running", "succeeded", "failed", "cancelled"}),

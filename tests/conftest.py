@@ -1,0 +1,47 @@
+"""Shared fixtures: real nodes on the loopback, and a guard that no party process survives."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from node.localnet import LocalNode, all_party_processes  # noqa: E402
+
+JOB_TIMEOUT = 120
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
+    """Start real ``parley node`` processes; all are stopped and checked at teardown."""
+    started: list[LocalNode] = []
+
+    def make(name: str, auto_approve: bool = True, data_dir: Path | None = None) -> LocalNode:
+        node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve)
+        started.append(node)
+        return node.start()
+
+    before = set(all_party_processes())
+    yield make
+    for node in started:
+        node.stop()
+    wait_until(lambda: not set(all_party_processes()) - before, 15,
+               "every party process to end (none may be left behind)")
