@@ -136,14 +136,11 @@ class Orchestrator:
             self._set(job_id, "starting")
             await self._start(job_id, p)
             self._set(job_id, "running")
-            states = await self._watch(job_id, p, limits["time_s"] + 30)
+            cause = await self._watch(job_id, p, limits["time_s"] + 30)
             phase["run_s"] = time.monotonic() - t1
             self.node.jobs.update(job_id, ORCH, detail={"phases": phase})
-            failed = {r: s for r, s in states.items() if s["state"] != "succeeded"}
-            if failed:
-                rank, cause = _root_cause(failed)
-                name = p["parties"][rank]["name"]
-                self._set(job_id, "failed", f"{name} (rank {rank}): {cause['reason']}")
+            if cause:
+                self._set(job_id, "failed", cause)
                 return
             result = {}
             for rank in p["reveal"]["result_to"]:
@@ -155,11 +152,11 @@ class Orchestrator:
         except asyncio.CancelledError:
             raise
         except ParleyError as exc:
-            await self._cancel_all(p, f"cancelled: the orchestrator stopped the job: {exc.message}")
+            await self._cancel_all(p, f"the orchestrator stopped the job: {exc.message}")
             self._set(job_id, "failed", exc.message)
         except Exception as exc:  # noqa: BLE001 - a reason for the owner, details in the log
             logger.exception("orchestration %s crashed", job_id)
-            await self._cancel_all(p, "cancelled: the orchestrator hit an unexpected error")
+            await self._cancel_all(p, "the orchestrator hit an unexpected error")
             self._set(job_id, "failed", f"the orchestrator hit an unexpected error "
                                         f"({type(exc).__name__}); see its log")
 
@@ -173,7 +170,7 @@ class Orchestrator:
         for party, res in zip(p["parties"], results):
             if isinstance(res, BaseException):
                 msg = res.message if isinstance(res, ParleyError) else repr(res)
-                await self._cancel_all(p, f"cancelled: {party['name']} refused the proposal")
+                await self._cancel_all(p, f"{party['name']} refused the proposal")
                 raise ProposalError(f"{party['name']} refused the proposal: {msg}")
 
     async def _states(self, job_id: str, p: dict[str, Any], seen: dict[int, float]
@@ -216,14 +213,14 @@ class Orchestrator:
             if refused:
                 rank, s = sorted(refused.items())[0]
                 name = p["parties"][rank]["name"]
-                await self._cancel_all(p, f"cancelled: {name} did not approve")
+                await self._cancel_all(p, f"{name} did not approve")
                 final = "rejected" if s["state"] == "rejected" else "failed"
                 self._set(job_id, final, f"{name}: {s.get('reason') or s['state']}")
                 return False
             if all(s["state"] == "approved" for s in states.values()):
                 return True
             await asyncio.sleep(POLL_S)
-        await self._cancel_all(p, "cancelled: not every party approved in time")
+        await self._cancel_all(p, "not every party approved in time")
         self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
         return False
 
@@ -241,27 +238,24 @@ class Orchestrator:
                 msg = res.message if isinstance(res, ParleyError) else repr(res)
                 raise ParleyError(f"{party['name']} could not start: {msg}")
 
-    async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float
-                     ) -> dict[int, dict[str, Any]]:
+    async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float) -> str:
+        """Follow the run until every party has ended; the cause of failure, or ''."""
         deadline = time.monotonic() + limit_s
         seen: dict[int, float] = {}
-        cancelled = False
+        cause = ""
         while True:
             if self.node.jobs.get(job_id, ORCH).terminal:
                 raise ParleyError("the job was cancelled")
             states = await self._states(job_id, p, seen)
-            ended = {r: s for r, s in states.items() if s["state"] in TERMINAL}
-            bad = {r: s for r, s in ended.items() if s["state"] != "succeeded"}
-            if bad and not cancelled:
-                rank, cause = _root_cause(bad)
-                name = p["parties"][rank]["name"]
-                await self._cancel_all(p, f"cancelled: {name} (rank {rank}) ended: "
-                                          f"{cause.get('reason')}", skip=set(ended))
-                cancelled = True
+            ended = {r for r, s in states.items() if s["state"] in TERMINAL}
+            if not cause and any(states[r]["state"] != "succeeded" for r in ended):
+                rank, why = _root_cause(states)
+                cause = f"{p['parties'][rank]['name']} (rank {rank}): {why}"
+                await self._cancel_all(p, cause, skip=ended)
             if len(ended) == len(states):
-                return ended
+                return cause
             if time.monotonic() > deadline:
-                await self._cancel_all(p, "cancelled: the job ran past its time limit")
+                await self._cancel_all(p, "the job ran past its time limit")
                 raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
             await asyncio.sleep(POLL_S)
 
@@ -277,9 +271,17 @@ class Orchestrator:
         await asyncio.gather(*(one(q) for q in p["parties"] if q["rank"] not in skip))
 
 
-def _root_cause(failed: dict[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-    """The party whose failure explains the others' (theirs say 'lost the connection')."""
+def _root_cause(states: dict[int, dict[str, Any]]) -> tuple[int, str]:
+    """Which party's end explains the others', from every party's state at first failure.
+
+    A crashed party is named by its own node; the survivors only say they lost it. A frozen
+    party says nothing: it is the one still 'running' while the others timed out on it."""
+    failed = {r: s for r, s in states.items() if s["state"] in ("failed", "cancelled")}
     for rank, state in sorted(failed.items()):
-        if not any(s in state.get("reason", "") for s in _SECONDARY):
-            return rank, state
-    return sorted(failed.items())[0]
+        if not any(marker in state.get("reason", "") for marker in _SECONDARY):
+            return rank, state.get("reason") or state["state"]
+    silent = sorted(r for r, s in states.items() if s["state"] == "running")
+    if silent and any("stopped answering" in s.get("reason", "") for s in failed.values()):
+        return silent[0], "stopped answering; the other parties timed out waiting for it"
+    rank = sorted(failed)[0]
+    return rank, failed[rank].get("reason") or failed[rank]["state"]
