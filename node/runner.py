@@ -129,6 +129,7 @@ class PartyProcess:
             if name == "error":
                 return Outcome("failed", str(event.get("message", "the party failed")),
                                kind=str(event.get("kind", "")))
+            timings[f"{name}_at_s"] = time.monotonic() - self.started  # since launch
             for key, value in event.items():
                 if key.endswith("_s") and isinstance(value, (int, float)):
                     timings[key] = float(value)
