@@ -179,13 +179,11 @@ class JobBook:
         live = [r for r in self.list() if r.state in ("starting", "running")
                 or (r.role == "orchestrator" and not r.terminal)]
         for rec in live:
+            reason = f"the node stopped while the job was {rec.state}; run it again"
             with self._lock:
                 self._db.execute("UPDATE jobs SET state='failed', reason=?, updated_at=? WHERE "
-                                 "id=? AND role=?", ("the node stopped while the job was "
-                                                     f"{rec.state}; run it again",
-                                                     time.time(), rec.id, rec.role))
-                self._event(rec.id, rec.role, "state", {"state": "failed",
-                                                        "reason": "node restarted"})
+                                 "id=? AND role=?", (reason, time.time(), rec.id, rec.role))
+                self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
         return [r.id for r in live]
 
     # -- events --------------------------------------------------------------------------

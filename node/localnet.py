@@ -37,6 +37,8 @@ class LocalNode:
         info_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "node.cli", "node", "--data-dir", str(self.data_dir),
                "--name", self.name, *self.extra_args]
+        if self.peer_url:  # a restart keeps the address its peers know
+            cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
         if self.auto_approve:
             cmd.append("--auto-approve")
         log = open(self.data_dir / "node.log", "ab")

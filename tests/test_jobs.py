@@ -202,8 +202,8 @@ def test_node_restarted_mid_job(make_node, tmp_path):
     wait_until(lambda: not os.path.exists(f"/proc/{victim}") or
                open(f"/proc/{victim}/stat").read().split(")")[1].split()[0] == "Z", 5,
                "bob's party to die with its node")
-    restarted = make_node("bob", data_dir=bob.data_dir)
-    job = restarted.client.job(job_id, role="party")
+    bob.start()  # same data dir, same address
+    job = bob.client.job(job_id, role="party")
     assert job["state"] == "failed"
     assert "node stopped while the job was running" in job["reason"]
     done = orch.wait(job_id, timeout=30)

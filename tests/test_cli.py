@@ -1,0 +1,88 @@
+"""The command line as a user types it: help everywhere, data as JSON, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from node.cli import build_parser
+from tests.conftest import JOB_TIMEOUT
+
+COMMANDS = ["node", "publish", "assets", "submit", "jobs", "show", "approve", "reject", "cancel",
+            "result", "demo", "bench"]
+
+
+def parley(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_every_command_has_help():
+    out = parley("--help")
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+    parser = build_parser()
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args([command, "--help"])
+        assert exit_.value.code == 0
+
+
+def test_no_node_running_is_a_clear_error(tmp_path):
+    out = parley("assets", "--data-dir", str(tmp_path / "nobody"))
+    assert out.returncode == 1
+    assert "no node is running" in out.stderr and "parley node" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_owner_workflow_through_the_cli(make_node, tmp_path):
+    """publish (good and bad), assets --json, submit, show, approve, result: as an owner would."""
+    alice, bob = make_node("alice", auto_approve=False), make_node("bob", auto_approve=False)
+    a, b = str(alice.data_dir), str(bob.data_dir)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("age,income\n31,1000\nn/a,2000\n")
+    out = parley("publish", str(bad), "--tag", "wages", "--data-dir", a)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "line 3" in out.stderr and "'age'" in out.stderr and "n/a" in out.stderr
+
+    good = tmp_path / "wages.csv"
+    good.write_text("age,income,senior\n31,1000,0\n45,2000,1\n52,3100,1\n")
+    out = parley("publish", str(good), "--tag", "wages", "--label", "senior", "--data-dir", a)
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(parley("assets", "--json", "--data-dir", a).stdout)
+    assert [x["schema"]["shape"] for x in listed] == [[3, 2]]
+    assert listed[0]["schema"]["label"]["name"] == "senior"
+    assert "31" not in json.dumps(listed)  # metadata only, never the data
+
+    job_file = tmp_path / "total.py"
+    job_file.write_text("def run(crypten):\n"
+                        "    x = crypten.load('wages', 0)\n"
+                        "    return x.sum(0).get_plain_text(dst=0)\n")
+    out = parley("submit", str(job_file), "--party", f"alice={alice.peer_url}",
+                 "--party", f"bob={bob.peer_url}", "--data", "wages@0", "--json",
+                 "--data-dir", a)
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["id"]
+
+    for data_dir in (a, b):
+        for _ in range(100):
+            shown = parley("show", job_id, "--data-dir", data_dir)
+            if shown.returncode == 0:
+                break
+        assert "   2      x = crypten.load('wages', 0)" in shown.stdout
+        assert "results released to the orchestrator by ranks: 0" in shown.stdout
+        assert parley("approve", job_id, "--data-dir", data_dir).returncode == 0
+
+    out = parley("result", job_id, "--wait", "--timeout", str(JOB_TIMEOUT), "--json",
+                 "--data-dir", a)
+    assert out.returncode == 0, out.stdout + out.stderr
+    value = json.loads(out.stdout)["result"]["0"]["$tensor"]
+    np.testing.assert_allclose(value["data"], [128, 6100], atol=1e-2)
+
+    out = parley("reject", job_id, "--reason", "too late", "--data-dir", b)
+    assert out.returncode == 1 and "succeeded; it cannot become rejected" in out.stderr

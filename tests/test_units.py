@@ -1,0 +1,102 @@
+"""Pure logic: proposal validation, the wire format, the job state machine."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from node import proposal as proposals
+from node.errors import JobStateError, ProposalError, UnknownJob
+from node.jobs import JobBook
+from node.wire import WireError, decode, encode
+
+GOOD = {
+    "version": 1, "job_id": "j-0123456789abcdef", "title": "t",
+    "orchestrator": {"name": "carol", "url": "http://127.0.0.1:1"},
+    "parties": [{"name": "alice", "url": "http://a", "rank": 0},
+                {"name": "bob", "url": "http://b", "rank": 1}],
+    "code": {"kind": "source", "source": "def run(crypten):\n    return 1\n", "entry": "run"},
+    "bindings": [{"tag": "x", "rank": 1, "kind": "dataset", "expect": {"shape": [None, 3]}}],
+    "reveal": {"result_to": [0]},
+}
+
+
+def test_a_good_proposal_validates_and_hashes_stably():
+    p = proposals.validate(copy.deepcopy(GOOD))
+    assert proposals.proposal_hash(p) == proposals.proposal_hash(copy.deepcopy(GOOD))
+    changed = copy.deepcopy(GOOD)
+    changed["code"]["source"] += "# one more line\n"
+    assert proposals.proposal_hash(changed) != proposals.proposal_hash(p)
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("version",), 2, "version"),
+    (("job_id",), "../../etc", "job_id"),
+    (("parties",), [], "parties"),
+    (("parties", 1, "rank"), 0, "ranks must be 0..n-1"),
+    (("code", "kind"), "pickle", "code.kind"),
+    (("code", "entry"), "__import__", "code.entry"),
+    (("bindings", 0, "rank"), 5, "bindings[0].rank"),
+    (("bindings", 0, "kind"), "weights", "bindings[0].kind"),
+    (("bindings", 0, "expect"), {"shape": "big"}, "expect.shape"),
+    (("reveal", "result_to"), [9], "reveal.result_to"),
+    (("limits",), {"time_s": -1}, "limits.time_s"),
+    (("limits",), {"forever": 1}, "limits.forever"),
+    (("crypten",), {"precision_bits": 60}, "precision_bits"),
+])
+def test_malformed_proposals_name_the_field(path, value, message):
+    p = copy.deepcopy(GOOD)
+    target = p
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ProposalError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        proposals.validate(p)
+
+
+def test_results_travel_as_plain_json_only():
+    value = {"w": torch.tensor([[1.5, -2.0]]), "n": 3, "ok": True, "inf": float("inf")}
+    back = decode(encode(value))
+    np.testing.assert_array_equal(back["w"], np.array([[1.5, -2.0]], dtype=np.float32))
+    assert back["n"] == 3 and back["ok"] is True and back["inf"] == float("inf")
+    with pytest.raises(WireError, match="not builtins.object"):
+        encode(object())
+    with pytest.raises(WireError, match="string keys"):
+        encode({1: 2})
+
+
+def test_an_encrypted_value_cannot_be_returned():
+    from node.compat import crypten
+
+    class Fake:  # stands for any crypten object: refused by its module
+        pass
+
+    Fake.__module__ = "crypten.mpc.mpc"
+    with pytest.raises(WireError, match="get_plain_text"):
+        encode(Fake())
+    assert crypten is not None
+
+
+def test_job_state_machine_refuses_impossible_moves_and_survives_reopen(tmp_path):
+    book = JobBook(tmp_path)
+    p = proposals.validate(copy.deepcopy(GOOD))
+    book.create(p["job_id"], "party", "awaiting_approval", p, "h", 1)
+    with pytest.raises(JobStateError, match="cannot become running"):
+        book.transition(p["job_id"], "party", "running")
+    book.transition(p["job_id"], "party", "approved")
+    book.transition(p["job_id"], "party", "starting")
+    book.transition(p["job_id"], "party", "running")
+    with pytest.raises(JobStateError, match="already exists"):
+        book.create(p["job_id"], "party", "awaiting_approval", p, "h", 1)
+    book.close()
+    book = JobBook(tmp_path)
+    assert book.fail_interrupted() == [p["job_id"]]
+    job = book.get(p["job_id"], "party")
+    assert job.state == "failed" and "node stopped while the job was running" in job.reason
+    assert [e["data"]["state"] for e in book.events(job_id=p["job_id"])] == [
+        "awaiting_approval", "approved", "starting", "running", "failed"]
+    with pytest.raises(UnknownJob):
+        book.get("j-ffffffffffffffff")
