@@ -1,1 +1,73 @@
-"""discovery."""
+"""Find other Parley nodes: mDNS/DNS-SD publish and browse (python-zeroconf), and manual peers.
+
+Each node publishes one ``_parley._tcp.local.`` service whose TXT record carries its node id
+(key fingerprint), display name, peer API port, protocol version and catalog version
+(``record``). ``Publisher`` announces and updates it; ``Browser`` reports peers as
+``PeerEvent("added" | "updated" | "removed", PeerRecord)``, removing them on goodbye and when
+they stop answering. Where multicast does not reach, the owner lists peers by host:port
+(``ManualPeers``). A record proves nothing about its sender: trust comes from pairing.
+
+Typical use, on the node's event loop::
+
+    aiozc = make_zeroconf()                       # tests: make_zeroconf(["127.0.0.1"])
+    browser = Browser(aiozc, own_node_id=me, on_event=handle)
+    publisher = Publisher(aiozc, node_id=me, name="alice", port=7001, catalog_version=3)
+    await browser.start(); await publisher.start()
+    ...
+    await publisher.update(catalog_version=4)
+    ...
+    await browser.close(); await publisher.close(); await aiozc.async_close()
+
+This package imports neither node/ nor gui/ (import-linter enforces it).
+"""
+
+from __future__ import annotations
+
+from discovery.browser import Browser, PeerEvent
+from discovery.errors import DiscoveryError, ManualPeerError, NameConflict
+from discovery.interfaces import (
+    LOOPBACK_ONLY,
+    advertised_addresses,
+    interface_addresses,
+    make_zeroconf,
+)
+from discovery.manual import ManualEntry, ManualPeers, parse_address
+from discovery.publisher import DEFAULT_HOST_TTL, DEFAULT_OTHER_TTL, Publisher
+from discovery.record import (
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    PROTOCOL_VERSION,
+    SERVICE_TYPE,
+    PeerRecord,
+    build_txt,
+    parse_fields,
+    parse_peer,
+    parse_txt_rdata,
+)
+
+__all__ = [
+    "DEFAULT_HOST_TTL",
+    "DEFAULT_OTHER_TTL",
+    "LOOPBACK_ONLY",
+    "MAX_ID_CHARS",
+    "MAX_NAME_CHARS",
+    "PROTOCOL_VERSION",
+    "SERVICE_TYPE",
+    "Browser",
+    "DiscoveryError",
+    "ManualEntry",
+    "ManualPeerError",
+    "ManualPeers",
+    "NameConflict",
+    "PeerEvent",
+    "PeerRecord",
+    "Publisher",
+    "advertised_addresses",
+    "build_txt",
+    "interface_addresses",
+    "make_zeroconf",
+    "parse_address",
+    "parse_fields",
+    "parse_peer",
+    "parse_txt_rdata",
+]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -144,6 +143,8 @@ async def owner_only(request: web.Request, handler: Handler) -> web.StreamRespon
 async def admin_status(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return web.json_response({**node.identity(), "auto_approve": node.auto_approve,
+                              "confinement": node.confinement,
+                              "accept_reduced_isolation": node.accept_reduced_isolation,
                               "data_dir": str(node.data_dir),
                               "catalog_version": node.store.catalog_version()})
 
@@ -219,6 +220,41 @@ async def admin_result(request: web.Request) -> web.Response:
     return web.json_response(job.public(with_result=True))
 
 
+async def admin_policies(request: web.Request) -> web.Response:
+    return web.json_response({"policies": request.app[NODE].jobs.policies()})
+
+
+def _policy_body(body: Any) -> tuple[str, str]:
+    from node.plans import KINDS
+
+    if not isinstance(body, dict) or not isinstance(body.get("orchestrator"), str) or \
+            body.get("kind") not in (*KINDS, "source"):
+        raise ProposalError("expected {\"orchestrator\": name, \"kind\": one of "
+                            f"{', '.join((*KINDS, 'source'))}}}")
+    return body["orchestrator"], body["kind"]
+
+
+async def admin_add_policy(request: web.Request) -> web.Response:
+    orchestrator, kind = _policy_body(await body_json(request))
+    request.app[NODE].jobs.add_policy(orchestrator, kind)
+    return web.json_response({"orchestrator": orchestrator, "kind": kind}, status=201)
+
+
+async def admin_remove_policy(request: web.Request) -> web.Response:
+    orchestrator, kind = _policy_body(await body_json(request))
+    if not request.app[NODE].jobs.remove_policy(orchestrator, kind):
+        raise ProposalError(f"no policy approves {kind} jobs from {orchestrator}")
+    return web.json_response({"removed": {"orchestrator": orchestrator, "kind": kind}})
+
+
+async def admin_dry_run(request: web.Request) -> web.Response:
+    body = await body_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("source"), str):
+        raise ProposalError("expected {\"source\": \"def run(crypten): ...\", \"entry\": \"run\"}")
+    entry = body.get("entry") or "run"
+    return web.json_response(await request.app[NODE].dry_run(body["source"], str(entry)))
+
+
 def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Application:
     app = web.Application(middlewares=[problems, owner_only], client_max_size=MAX_BODY)
     app[NODE] = node
@@ -237,9 +273,10 @@ def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Applica
         web.post("/admin/v1/orchestrations/{job}/cancel", admin_cancel),
         web.get("/admin/v1/orchestrations/{job}", admin_result),
         web.get("/admin/v1/events", events),
+        web.get("/admin/v1/policies", admin_policies),
+        web.post("/admin/v1/policies", admin_add_policy),
+        web.delete("/admin/v1/policies", admin_remove_policy),
+        web.post("/admin/v1/dry-run", admin_dry_run),
     ])
     return app
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

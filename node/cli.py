@@ -49,7 +49,8 @@ def cmd_node(args: argparse.Namespace) -> int:
               f"!! from anyone who can reach {args.host}:{args.port or '(any port)'}. Use it "
               f"only for demos and tests.\n{banner}", file=sys.stderr, flush=True)
     server = NodeServer(path, args.name or path.name, host=args.host, peer_port=args.port,
-                        admin_port=args.admin_port, auto_approve=args.auto_approve)
+                        admin_port=args.admin_port, auto_approve=args.auto_approve,
+                        accept_reduced_isolation=args.accept_reduced_isolation)
     asyncio.run(serve_forever(server))
     return 0
 
@@ -93,17 +94,28 @@ def _binding(text: str, kind: str) -> dict[str, Any]:
     return {"tag": tag, "rank": int(rank), "kind": "dataset" if kind == "data" else "model"}
 
 
+def plan_output(plan: Any) -> int:
+    return plan.get("output_to", 0) if isinstance(plan, dict) else 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     try:
-        source = Path(args.file).read_text(encoding="utf-8")
+        text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ParleyError(f"cannot read {args.file}: {exc}") from None
+    if args.file.endswith(".json"):
+        try:
+            code: dict[str, Any] = {"plan": json.loads(text)}
+        except ValueError as exc:
+            raise ParleyError(f"{args.file} is not valid JSON: {exc}") from None
+    else:
+        code = {"source": text, "entry": args.entry}
     spec = {
-        "title": args.title or Path(args.file).stem, "source": source, "entry": args.entry,
+        "title": args.title or Path(args.file).stem, **code,
         "parties": [_party(p).spec() for p in args.party],
         "bindings": [_binding(b, "data") for b in args.data]
         + [_binding(b, "model") for b in args.model],
-        "result_to": args.result_to or [0],
+        "result_to": args.result_to or ([plan_output(code["plan"])] if "plan" in code else [0]),
         "limits": {"time_s": args.time_limit} if args.time_limit else {},
     }
     client = _client(args)
@@ -148,24 +160,40 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from node.review import render_text
+
     job = _client(args).job(args.job, role="party")
-    p = job["proposal"]
-
-    def text(j: dict[str, Any]) -> str:
-        lines = [f"job {j['id']} from {p['orchestrator']['name']} ({p['orchestrator']['url']})",
-                 f"state: {j['state']}  proposal hash: {j['proposal_hash']}",
-                 f"this node plays rank {j['rank']}; parties: "
-                 + ", ".join(f"{q['rank']}={q['name']}" for q in p["parties"]),
-                 "reads: " + ", ".join(f"{b['tag']} ({b['kind']}) at rank {b['rank']}"
-                                       for b in p["bindings"]),
-                 "results released to the orchestrator by ranks: "
-                 + ", ".join(map(str, p["reveal"]["result_to"])), "source:"]
-        for i, line in enumerate(p["code"]["source"].splitlines(), 1):
-            lines.append(f"{i:4d}  {line}")
-        return "\n".join(lines)
-
-    _print(args, job, text)
+    _print(args, job, render_text)
     return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "add":
+        client.add_policy(args.orchestrator, args.kind)
+    elif args.action == "remove":
+        client.remove_policy(args.orchestrator, args.kind)
+    policies = client.policies()
+    _print(args, policies, lambda rows: _table(
+        [[p["orchestrator"], p["kind"]] for p in rows], ["ORCHESTRATOR", "APPROVED WITHOUT ASKING"]))
+    return 0
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    try:
+        source = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParleyError(f"cannot read {args.file}: {exc}") from None
+    out = _client(args).dry_run(source, args.entry)
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+    elif out["state"] == "succeeded":
+        from node.wire import decode
+
+        print(f"dry run succeeded; result:\n{decode(out['result'])}")
+    else:
+        print(f"dry run {out['state']}: {out['reason']}")
+    return 0 if out["state"] == "succeeded" else 1
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
@@ -220,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=0, help="admin API port on 127.0.0.1")
     p.add_argument("--auto-approve", action="store_true",
                    help="approve every proposal without asking (demos and tests only)")
+    p.add_argument("--accept-reduced-isolation", action="store_true",
+                   help="run source jobs even where the OS offers no seccomp or Landlock")
 
     p = add("publish", cmd_publish, "import a dataset (.csv, .npy) or model (.onnx)")
     p.add_argument("file")
@@ -231,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("assets", cmd_assets, "list this node's assets")
     p.add_argument("--tag", action="append", default=[], help="only assets with this tag")
 
-    p = add("submit", cmd_submit, "send a job (a Python file with one function) to parties")
+    p = add("submit", cmd_submit, "send a job to parties: a Python file with one function, "
+            "or a plan (.json)")
     p.add_argument("file")
     p.add_argument("--party", action="append", default=[], required=True,
                    help="NAME=URL of a party's peer API, in rank order (repeat)")
@@ -251,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("show", cmd_show, "review a proposal: source with line numbers, assets, reveals")
     p.add_argument("job")
+
+    p = add("policy", cmd_policy, "approve some jobs without asking: a plan kind from an "
+            "orchestrator")
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument("orchestrator", nargs="?", default="")
+    p.add_argument("kind", nargs="?", default="",
+                   help="inference, train, statistics, or source (jailed code: think twice)")
+
+    p = add("dry-run", cmd_dry_run, "run a job file as one party on this node's own data, "
+            "through the same jail")
+    p.add_argument("file")
+    p.add_argument("--entry", default="run")
 
     p = add("approve", cmd_approve, "approve a proposal you reviewed")
     p.add_argument("job")

@@ -102,6 +102,21 @@ class NodeClient:
     def reject(self, job_id: str, reason: str) -> dict[str, Any]:
         return self.call("POST", f"/admin/v1/jobs/{job_id}/reject", {"reason": reason})
 
+    def policies(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/admin/v1/policies")["policies"]
+
+    def add_policy(self, orchestrator: str, kind: str) -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/policies", {"orchestrator": orchestrator,
+                                                        "kind": kind})
+
+    def remove_policy(self, orchestrator: str, kind: str) -> dict[str, Any]:
+        return self.call("DELETE", "/admin/v1/policies", {"orchestrator": orchestrator,
+                                                          "kind": kind})
+
+    def dry_run(self, source: str, entry: str = "run") -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/dry-run", {"source": source, "entry": entry},
+                         timeout=300)
+
     # -- orchestrating ------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "/admin/v1/orchestrations", spec)

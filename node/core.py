@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from node import proposal as proposals
-from node.errors import JobStateError, ProposalError
+from node import review
+from node.jail import lockdown, static
+from node.errors import JobStateError, ParleyError, ProposalError
 from node.jobs import JobBook, JobRecord
 from node.runner import PartyProcess, SpawnLauncher, free_port, party_threads
+
+ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 from node.store import Asset, Store
 
 logger = logging.getLogger(__name__)
@@ -28,11 +32,14 @@ PARTY = "party"
 
 class Node:
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1",
-                 auto_approve: bool = False, launcher: Any = None) -> None:
+                 auto_approve: bool = False, launcher: Any = None,
+                 accept_reduced_isolation: bool = False) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
         self.auto_approve = auto_approve
+        self.confinement = lockdown.available()
+        self.accept_reduced_isolation = accept_reduced_isolation
         self.node_id = self._load_or_make("node.id", lambda: "n-" + secrets.token_hex(8))
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir)
@@ -67,6 +74,7 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.launcher.close()
         self.store.close()
         self.jobs.close()
 
@@ -126,24 +134,44 @@ class Node:
         if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < len(
                 p["parties"]):
             raise ProposalError("rank: must be one of the proposal's party ranks")
+        kind = proposals.code_kind(p)
+        if kind == "source" and not self.os_confined and not self.accept_reduced_isolation:
+            raise ProposalError("this node cannot confine job code on this system (no seccomp "
+                                "or Landlock), so it accepts plans only; its owner can start it "
+                                "with --accept-reduced-isolation to allow source jobs")
         await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
+        orchestrator = p["orchestrator"]["name"]
+        last = self.jobs.last_approved_source(orchestrator, p.get("title", ""), p["job_id"])
+        material = await asyncio.to_thread(review.build, p, rank, self.store, last)
         job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
-                               proposals.proposal_hash(p), rank)
-        logger.info("job %s proposed by %s (rank %d)", p["job_id"], p["orchestrator"]["name"],
-                    rank)
+                               proposals.proposal_hash(p), rank, detail={"review": material})
+        logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator, rank, kind)
         if self.auto_approve:
-            job = self.jobs.transition(job.id, PARTY, "approved", "approved automatically "
-                                       "(node started with --auto-approve)")
+            job = self._approved(job.id, "approved automatically (node started with "
+                                         "--auto-approve)")
+        elif self.jobs.policy_allows(orchestrator, kind):
+            job = self._approved(job.id, f"approved by the owner's policy: {kind} jobs from "
+                                         f"{orchestrator}")
         self.notify()
         return job
+
+    @property
+    def os_confined(self) -> bool:
+        return bool(self.confinement.get("seccomp") is True or
+                    isinstance(self.confinement.get("landlock"), int))
+
+    def _approved(self, job_id: str, reason: str) -> JobRecord:
+        job = self.jobs.transition(job_id, PARTY, "approved", reason,
+                                   expect=["awaiting_approval"])
+        self.jobs.update(job_id, PARTY, detail={"approved": True})
+        return self.jobs.get(job_id, PARTY)
 
     def approve(self, job_id: str, proposal_hash: str | None = None) -> JobRecord:
         job = self.jobs.get(job_id, PARTY)
         if proposal_hash is not None and proposal_hash != job.proposal_hash:
             raise JobStateError(f"job {job_id} is not the proposal you reviewed (hash differs); "
                                 f"review it again with `parley show {job_id}`")
-        job = self.jobs.transition(job_id, PARTY, "approved", "approved by the owner",
-                                   expect=["awaiting_approval"])
+        job = self._approved(job_id, "approved by the owner")
         self.notify()
         return job
 
@@ -163,24 +191,23 @@ class Node:
             rendezvous = f"tcp://{self.host}:{free_port(self.host)}"
         elif not rendezvous:
             raise ProposalError("rendezvous: the address of rank 0 is needed to start")
-        assets = await asyncio.to_thread(proposals.check_against_store, p, job.rank, self.store)
-        for holders in assets.values():
-            for entry in holders.values():
-                if "asset_id" in entry:
-                    asset = self.store.get(entry.pop("asset_id"))
-                    parts = ["model"] if asset.kind == "model" else (
-                        ["features", "labels"] if asset.schema.get("label") else ["features"])
-                    entry["paths"] = {part: str(self.store.content_path(asset, part))
-                                      for part in parts}
+        assets, blob_index, blobs = await self._assets_for(p, job.rank)
         limits = proposals.limits(p)
         world = len(p["parties"])
+        reveal = p["reveal"]
+        source, entry = proposals.job_code(p)
         spec = {
             "job_id": job_id, "rank": job.rank, "world_size": world, "rendezvous": rendezvous,
-            "source": p["code"]["source"], "entry": p["code"]["entry"], "assets": assets,
-            "result_to": p["reveal"]["result_to"], "threads": party_threads(world),
+            "source": source, "entry": entry, "assets": assets,
+            "blobs": blob_index, "result_to": reveal["result_to"],
+            "reveal": {"to": reveal["to"], "everyone": reveal["everyone"],
+                       "budget": reveal["budget"]},
+            "threads": party_threads(world),
             "precision_bits": p.get("crypten", {}).get("precision_bits", 16),
             "timeouts": {"rendezvous": limits["rendezvous_timeout_s"],
                          "op": limits["op_timeout_s"]},
+            "limits": {"cpu_s": limits["time_s"] * 2, "memory_bytes": int(limits["memory_mb"])
+                       << 20, "log_bytes": 1 << 20},
         }
         self.jobs.transition(job_id, PARTY, "starting", "")
         self.notify()
@@ -192,19 +219,41 @@ class Node:
             self.notify()
             raise
         self._runs[job_id] = run
-        self.spawn(self._supervise(job_id, run, spec, limits["time_s"]))
+        self.spawn(self._supervise(job_id, run, spec, blobs, limits["time_s"]))
         return {"rendezvous": rendezvous, "state": "starting"}
 
+    async def _assets_for(self, p: dict[str, Any], rank: int
+                          ) -> tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]:
+        """What the party of ``rank`` gets: bindings, and the bytes of its own assets."""
+        assets = await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
+        blobs: list[bytes] = []
+        blob_index: list[dict[str, Any]] = []
+        for tag, holders in assets.items():
+            for holder, entry in holders.items():
+                if "asset_id" not in entry:
+                    continue
+                asset = self.store.get(entry.pop("asset_id"))
+                parts = ["model"] if asset.kind == "model" else (
+                    ["features", "labels"] if asset.schema.get("label") else ["features"])
+                for part in parts:
+                    data = await asyncio.to_thread(self.store.content_path(asset, part).read_bytes)
+                    blobs.append(data)
+                    blob_index.append({"tag": tag, "rank": int(holder), "part": part,
+                                       "size": len(data)})
+        return assets, blob_index, blobs
+
     async def _supervise(self, job_id: str, run: PartyProcess, spec: dict[str, Any],
-                         limit_s: float) -> None:
+                         blobs: list[bytes], limit_s: float) -> None:
         async def on_event(name: str, data: dict[str, Any]) -> None:
             if name == "joined" and self.jobs.get(job_id, PARTY).state == "starting":
                 self.jobs.transition(job_id, PARTY, "running", "")
+            if name == "locked":
+                self.jobs.update(job_id, PARTY, detail={"confinement": data.get("confinement")})
             self.jobs.add_event(job_id, PARTY, name, data)
             self.notify()
 
         try:
-            outcome = await run.supervise(spec, limit_s, on_event)
+            outcome = await run.supervise(spec, blobs, limit_s, on_event)
         finally:
             self._runs.pop(job_id, None)
         if outcome.state == "succeeded" and outcome.released:
@@ -230,6 +279,58 @@ class Node:
             job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
             self.notify()
         return job
+
+    async def dry_run(self, source: str, entry: str, layers: dict[str, bool] | None = None,
+                      bindings: dict[str, str] | None = None,
+                      reveal: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run job source as a single party against this node's store, through the same
+        layers as a real job (``layers`` exists for tests that take one away). Every tag the
+        source loads is read from this store; ``src`` ranks all mean this party. The reveal
+        map allows every rank unless ``reveal`` says otherwise (auditors pass a real one).
+        """
+        layers = {**ALL_LAYERS, **(layers or {})}
+        if bindings is not None:
+            tags = bindings
+        else:
+            try:
+                info = await asyncio.to_thread(static.check, source, entry)
+                tags = {ld.tag: ld.kind for ld in info.loads if not static.is_dynamic(ld.tag)}
+            except static.JailRejected as exc:
+                if layers["static"]:
+                    return {"state": "failed", "kind": "jail_rejected", "result": None,
+                            "reason": f"the static check refused the job: {exc}",
+                            "confinement": None, "timings": {}, "stats": {}}
+                # a test build without the static layer: every asset is in reach
+                tags = {a.tags[0]: a.kind for a in self.store.list() if a.tags}
+        p = {"bindings": [{"tag": t, "rank": 0, "kind": k} for t, k in tags.items()],
+             "parties": [{"rank": 0}]}
+        try:
+            assets, blob_index, blobs = await self._assets_for(p, 0)
+        except ParleyError as exc:
+            return {"state": "failed", "kind": "refused", "reason": exc.message, "result": None,
+                    "confinement": None, "timings": {}, "stats": {}}
+        spec = {
+            "job_id": "dry-run", "rank": 0, "world_size": 1, "dry_run": True,
+            "rendezvous": f"tcp://127.0.0.1:{free_port('127.0.0.1')}",
+            "source": source, "entry": entry, "assets": assets, "blobs": blob_index,
+            "result_to": [0], "reveal": reveal or {"to": list(range(16)), "everyone": True,
+                                                   "budget": proposals.DEFAULT_BUDGET},
+            "threads": 1, "timeouts": {"rendezvous": 30, "op": 10},
+            "limits": {"cpu_s": 120, "memory_bytes": 8 << 30, "log_bytes": 1 << 20},
+            "layers": layers,
+        }
+        run = await self.launcher.launch("dry-run", 1)
+
+        async def ignore(name: str, data: dict[str, Any]) -> None:
+            events.append({"event": name, **data})
+
+        events: list[dict[str, Any]] = []
+        outcome = await run.supervise(spec, blobs, 180, ignore)
+        confinement = next((e.get("confinement") for e in events if e["event"] == "locked"),
+                           None)
+        return {"state": outcome.state, "reason": outcome.reason, "kind": outcome.kind,
+                "result": outcome.result, "confinement": confinement,
+                "timings": outcome.timings, "stats": outcome.stats}
 
     def released_result(self, job_id: str) -> Any:
         job = self.jobs.get(job_id, PARTY)

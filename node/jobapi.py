@@ -1,19 +1,19 @@
 """The API a job's code sees inside a party process: the seed's calls, backed by this node's store.
 
-``crypten.load(tag, src)`` reads the asset bound to ``tag`` from the source party's own store;
-the other parties learn only its shape. ``crypten.load_model(tag)`` rebuilds the owner's model
+``crypten.load(tag, src)`` reads the asset bound to ``tag`` from the source party's own store
+(handed to the party process in memory by its node, before the job runs); the other parties
+learn only its shape. ``crypten.load_model(tag)`` rebuilds the owner's model
 on every party from ONNX: the owner sends the architecture with its weights zeroed, every party
 builds the same graph, and the owner's real weights enter only as secret shares
-(``encrypt(src=owner)``). Everything else on the object is CrypTen itself for now; the jail
-(a later layer) narrows it to an allowlist.
+(``encrypt(src=owner)``). The jail (node/jail/runtime.py) exposes these two methods in the
+``crypten`` facade a job receives.
 """
 
 from __future__ import annotations
 
-import builtins
 import io
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,25 +22,8 @@ import torch
 from node.compat import crypten
 from node.errors import ParleyError
 
-JOB_FILENAME = "<job>"
-
-
 class JobApiError(ParleyError):
     """The job asked for something its proposal does not allow or bind."""
-
-
-def compile_job(source: str, entry: str) -> Callable[..., Any]:
-    """Compile the job's source and return its entry function."""
-    try:
-        code = compile(source, JOB_FILENAME, "exec")
-    except SyntaxError as exc:
-        raise JobApiError(f"the job's source does not parse: line {exc.lineno}: {exc.msg}") from None
-    namespace: dict[str, Any] = {"__builtins__": builtins, "torch": torch}
-    exec(code, namespace)  # noqa: S102 - runs only in the party process (see module docstring)
-    fn = namespace.get(entry)
-    if not callable(fn):
-        raise JobApiError(f"the job's source defines no function named '{entry}'")
-    return fn
 
 
 def architecture_only(model_bytes: bytes) -> bytes:
@@ -53,17 +36,16 @@ def architecture_only(model_bytes: bytes) -> bytes:
 
 
 class JobCrypten:
-    """What a job receives as ``crypten``: loading by tag, plus CrypTen."""
+    """Loading by tag for one party: ``assets`` maps tag -> rank -> binding; this party's own
+    bindings carry their content under ``data`` (part -> bytes)."""
 
     def __init__(self, rank: int, world_size: int, assets: dict[str, dict[str, Any]],
-                 reveal_to: list[int] | None = None) -> None:
+                 dry_run: bool = False) -> None:
+        self._dry_run = dry_run  # one party plays every rank: src arguments all mean rank 0
         self._rank = rank
         self._world = world_size
         self._assets = assets
         self.load_s = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(crypten, name)
 
     def _binding(self, tag: str, kind: str, src: int | None) -> tuple[int, dict[str, Any]]:
         holders = self._assets.get(tag)
@@ -72,6 +54,8 @@ class JobCrypten:
             raise JobApiError(f"the job loads '{tag}', but its proposal binds no such tag "
                               f"(bound: {bound})")
         ranks = sorted(int(r) for r in holders)
+        if self._dry_run:
+            src = ranks[0]
         if src is None:
             if len(ranks) > 1:
                 raise JobApiError(f"'{tag}' is bound at ranks {ranks}; say which one, e.g. "
@@ -115,10 +99,10 @@ class JobCrypten:
             raise JobApiError("part must be 'features' or 'labels'")
         plain = None
         if self._rank == owner:
-            path = binding["paths"].get(part)
-            if path is None:
+            blob = binding["data"].get(part)
+            if blob is None:
                 raise JobApiError(f"'{tag}' has no {part}")
-            array = np.load(path, allow_pickle=False).astype(np.float64)
+            array = np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float64)
             if standardize:
                 std = array.std(axis=0)
                 array = (array - array.mean(axis=0)) / np.where(std > 0, std, 1.0)
@@ -136,8 +120,7 @@ class JobCrypten:
         owner, binding = self._binding(tag, "model", None)
         real = None
         if self._rank == owner:
-            with open(binding["paths"]["model"], "rb") as f:
-                real = f.read()
+            real = binding["data"]["model"]
         arch = self._broadcast_bytes(architecture_only(real) if real is not None else None, owner)
         model = crypten.nn.from_onnx(io.BytesIO(real if real is not None else arch))
         model.encrypt(src=owner)

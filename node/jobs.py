@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT, detail TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (id, role)
 );
+CREATE TABLE IF NOT EXISTS policies (
+    orchestrator TEXT NOT NULL, kind TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (orchestrator, kind)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, role TEXT NOT NULL,
     t REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL
@@ -185,6 +189,40 @@ class JobBook:
                                  "id=? AND role=?", (reason, time.time(), rec.id, rec.role))
                 self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
         return [r.id for r in live]
+
+    def last_approved_source(self, orchestrator: str, title: str, before: str) -> str | None:
+        """The code of the newest job with this orchestrator and title that the owner
+        approved, other than ``before``: what a new proposal is diffed against."""
+        for rec in self.list(role="party"):
+            if (rec.id != before and rec.detail.get("approved")
+                    and rec.proposal["orchestrator"]["name"] == orchestrator
+                    and rec.proposal.get("title", "") == title):
+                return rec.detail.get("review", {}).get("source")
+        return None
+
+    # -- policies: what the owner approves without being asked ----------------------------
+    def add_policy(self, orchestrator: str, kind: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO policies VALUES (?,?,?)",
+                             (orchestrator, kind, time.time()))
+
+    def remove_policy(self, orchestrator: str, kind: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM policies WHERE orchestrator=? AND kind=?",
+                                   (orchestrator, kind))
+        return cur.rowcount > 0
+
+    def policies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT orchestrator, kind, created_at FROM policies "
+                                    "ORDER BY created_at").fetchall()
+        return [{"orchestrator": o, "kind": k, "created_at": t} for o, k, t in rows]
+
+    def policy_allows(self, orchestrator: str, kind: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM policies WHERE orchestrator=? AND kind=?",
+                                   (orchestrator, kind)).fetchone()
+        return row is not None
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, job_id: str, role: str, kind: str, data: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from node import plans
 from node import proposal as proposals
 from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
@@ -65,6 +66,16 @@ class Orchestrator:
         if not isinstance(parties, list):
             raise ProposalError("parties: expected a list of {name, url} in rank order")
         bindings = spec.get("bindings", [])
+        plan = spec.get("plan")
+        if plan is not None:
+            plans.validate(plan, len(parties))
+            code = {"kind": "plan", "plan": plan}
+            bindings = plans.bindings(plan)
+            spec = {**spec, "result_to": spec.get("result_to", [plan["output_to"]]),
+                    "reveal_to": [plan["output_to"]], "reveal_everyone": False}
+        else:
+            code = {"kind": "source", "source": spec.get("source"),
+                    "entry": spec.get("entry", "run")}
         p = {
             "version": proposals.VERSION,
             "job_id": proposals.new_job_id(),
@@ -73,10 +84,12 @@ class Orchestrator:
             "parties": [{"name": q.get("name", f"party{i}") if isinstance(q, dict) else "",
                          "url": (q.get("url", "") if isinstance(q, dict) else "").rstrip("/"),
                          "rank": i} for i, q in enumerate(parties)],
-            "code": {"kind": "source", "source": spec.get("source"),
-                     "entry": spec.get("entry", "run")},
+            "code": code,
             "bindings": bindings,
-            "reveal": {"result_to": spec.get("result_to", [0])},
+            "reveal": {"to": spec.get("reveal_to", spec.get("result_to", [0])),
+                       "everyone": bool(spec.get("reveal_everyone", False)),
+                       "budget": spec.get("reveal_budget", proposals.DEFAULT_BUDGET),
+                       "result_to": spec.get("result_to", [0])},
             "limits": spec.get("limits", {}),
         }
         if "crypten" in spec:

@@ -1,20 +1,25 @@
 """One CrypTen party of one job, in its own process: ``python -m node.party``.
 
-The node (node/runner.py) starts this process and talks to it through pipes only:
+The node (node/runner.py) starts this process with an almost empty environment and talks to
+it through pipes only:
 
-* stdin, first line: the party spec (JSON, see ``PartySpec`` in node/runner.py). After that
-  stdin stays open as a life line: when it closes (the node died), the party exits at once.
-* stdout: one JSON event per line (``imported``, ``joined``, ``loaded``, ``result``, ``error``).
-  The job's own ``print`` goes to stderr, so it can never forge an event.
+* stdin: one JSON line, the party spec (see ``PartySpec`` fields in ``run``), then the raw
+  bytes of this party's approved assets, in the order and sizes the spec lists. The process
+  never learns where the node keeps anything. After that, stdin stays open as a life line:
+  when it closes (the node died), the party exits at once.
+* stdout: one JSON event per line (``imported``, ``joined``, ``locked``, ``running``,
+  ``reveal``, ``result``, ``error``). The job's own ``print`` goes to stderr (the node's log
+  of this party), so it can never forge an event.
 
-The process imports torch and CrypTen *before* it reads the spec. A warm pool can therefore
-start workers ahead of time and hand each one a single job, without weakening isolation: a
-worker never runs two jobs.
+The trusted bootstrap, in order: import torch and CrypTen (before the spec, so a warm pool
+can start workers ahead of time, each used for one job only); read the spec and assets;
+``crypten.init()``, which makes every process group and its gloo connections; the static
+check of the source (layer 2); the OS lockdown (layer 4: rlimits, no_new_privs, Landlock,
+seccomp); then the job's code under the runtime jail (layer 3) with reveal control.
 
-Every wait is bounded. The rendezvous uses ``timeouts.rendezvous``; every collective after it
-uses ``timeouts.op`` (torch reads ``default_pg_timeout`` when each process group is made, and
-CrypTen's traffic runs on groups it makes right after the rendezvous). A party that dies makes
-the others fail in about 2 s (connection closed); one that freezes, within ``timeouts.op``.
+Every wait is bounded: the rendezvous by ``timeouts.rendezvous``, every collective after it by
+``timeouts.op`` (torch reads ``default_pg_timeout`` when each group is made, and CrypTen makes
+its groups right after the rendezvous).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def _watch_life_line() -> None:
     """Exit when stdin closes: the node is gone or wants us gone."""
 
     def watch() -> None:
-        while sys.stdin.buffer.read(4096):
+        while sys.stdin.buffer.read1(4096):
             pass
         os._exit(3)
 
@@ -69,16 +74,27 @@ import torch  # noqa: E402
 
 from node.compat import crypten  # noqa: E402
 from node import jobapi, wire  # noqa: E402
+from node.jail import runtime  # noqa: E402
 
 _IMPORT_S = time.perf_counter() - _T0
+MAX_RESULT_BYTES = 16 << 20
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """A short kind and a message for people; no traceback, no data values."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = str(exc).lower()
-    if isinstance(exc, jobapi.JobApiError) or isinstance(exc, wire.WireError):
+    tb = traceback.extract_tb(exc.__traceback__)
+    job_frames = [f for f in tb if f.filename == runtime.JOB_FILENAME]
+    where = f" at line {job_frames[-1].lineno} of the job" if job_frames else ""
+    if type(exc).__name__ == "JailRejected":
+        return "jail_rejected", f"the static check refused the job: {text}"
+    if isinstance(exc, runtime.JailViolation):
+        return "jail_violation", f"the jail stopped the job{where}: {text}"
+    if isinstance(exc, (jobapi.JobApiError, wire.WireError)):
         return "job_error", text
+    if isinstance(exc, MemoryError):
+        return "limit", "the job ran out of its memory limit"
     if isinstance(exc, RuntimeError) and (
         "connection closed" in low or "connection reset" in low or "broken pipe" in low
         or "connection refused" in low
@@ -86,28 +102,25 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "peer_lost", "lost the connection to another party (it stopped or crashed)"
     if isinstance(exc, RuntimeError) and ("timed out" in low or "timeout" in low):
         return "peer_timeout", "another party stopped answering (timed out waiting for it)"
-    tb = traceback.extract_tb(exc.__traceback__)
-    job_frames = [f for f in tb if f.filename == jobapi.JOB_FILENAME]
-    where = f" at line {job_frames[-1].lineno} of the job" if job_frames else ""
     return "job_error", f"{type(exc).__name__}{where}: {text}"
 
 
-def run(spec: dict[str, Any]) -> int:
-    rank, world = int(spec["rank"]), int(spec["world_size"])
-    timeouts = spec.get("timeouts", {})
-    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
-    os.environ.update(
-        DISTRIBUTED_BACKEND="gloo",
-        RENDEZVOUS=spec["rendezvous"],
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-    )
-    if spec.get("gloo_ifname"):
-        os.environ["GLOO_SOCKET_IFNAME"] = spec["gloo_ifname"]
+def _read_assets(spec: dict[str, Any]) -> None:
+    """The approved assets' bytes follow the spec line on stdin, in the spec's order."""
+    for blob in spec.get("blobs", []):
+        size = int(blob["size"])
+        data = sys.stdin.buffer.read(size)
+        if len(data) != size:
+            raise jobapi.JobApiError("the node closed the pipe before sending every asset")
+        entry = spec["assets"][blob["tag"]][str(blob["rank"])]
+        entry.setdefault("data", {})[blob["part"]] = data
 
+
+def _bounded_rendezvous(spec: dict[str, Any]) -> None:
     import torch.distributed as dist
     from torch.distributed import distributed_c10d as c10d
 
+    timeouts = spec.get("timeouts", {})
     rendezvous_t = timedelta(seconds=float(timeouts.get("rendezvous", 60)))
     op_t = timedelta(seconds=float(timeouts.get("op", 10)))
     real_init = dist.init_process_group
@@ -120,29 +133,77 @@ def run(spec: dict[str, Any]) -> int:
     dist.init_process_group = bounded_init
     c10d.default_pg_timeout = rendezvous_t
 
+
+def _lock_down(spec: dict[str, Any]) -> dict[str, Any]:
+    from node.jail import lockdown
+
+    limits = spec.get("limits", {})
+    return lockdown.lock_down(lockdown.Limits(
+        cpu_s=int(limits.get("cpu_s", 3600)),
+        address_space_bytes=int(limits.get("memory_bytes", 8 << 30)),
+        file_size_bytes=int(limits.get("log_bytes", 1 << 20)),
+        open_files=None,
+        read_only_paths=lockdown.default_read_only_paths(),
+    ))
+
+
+def run(spec: dict[str, Any]) -> int:
+    rank, world = int(spec["rank"]), int(spec["world_size"])
+    layers = {"static": True, "runtime": True, "os": True, **spec.get("layers", {})}
+    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
+    os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=spec["rendezvous"],
+                      WORLD_SIZE=str(world), RANK=str(rank))
+    if spec.get("gloo_ifname"):
+        os.environ["GLOO_SOCKET_IFNAME"] = spec["gloo_ifname"]
+    _bounded_rendezvous(spec)
+
     t = time.perf_counter()
     crypten.init()
     crypten.cfg.communicator.verbose = True
     crypten.cfg.encoder.precision_bits = int(spec.get("precision_bits", 16))
+    comm = crypten.communicator.get()
     emit("joined", rendezvous_s=time.perf_counter() - t)
 
     t = time.perf_counter()
+    source, entry = spec["source"], spec["entry"]
+    if layers["static"]:
+        from node.jail import static
+
+        static.check(source, entry)
     api = jobapi.JobCrypten(rank=rank, world_size=world, assets=spec["assets"],
-                            reveal_to=spec.get("reveal_to"))
-    fn = jobapi.compile_job(spec["source"], spec["entry"])
-    comm = crypten.communicator.get()
+                            dry_run=bool(spec.get("dry_run")))
+    reveal_map = spec.get("reveal", {})
+    reveal = runtime.RevealGuard(to=reveal_map.get("to", []),
+                                 everyone=bool(reveal_map.get("everyone", False)),
+                                 budget=int(reveal_map.get("budget", 1_000_000)),
+                                 on_reveal=lambda dst, n: emit("reveal", dst=dst, elements=n))
+    reveal.install()
+    runtime.hide_shares()
+    facade = runtime.crypten_facade(api.load, api.load_model)
+    print_fn = runtime.BoundedPrint()
+    if layers["runtime"]:
+        job = runtime.compile_job(source, entry, facade, print_fn)
+    else:  # test builds only: each layer must hold on its own
+        job = runtime.compile_unguarded(source, entry, facade)
+    confinement = _lock_down(spec) if layers["os"] else {"disabled": True}
+    emit("locked", confinement=confinement, setup_s=time.perf_counter() - t)
     comm.reset_communication_stats()
-    emit("running", setup_s=time.perf_counter() - t)
+    emit("running")
 
     t = time.perf_counter()
-    value = fn(api)
+    value = job()
     compute_s = time.perf_counter() - t
     stats = comm.get_communication_stats()
     released = rank in spec.get("result_to", [])
+    encoded = wire.encode(value) if released else None
+    if len(json.dumps(encoded)) > MAX_RESULT_BYTES:
+        raise wire.WireError(f"the job's result is larger than {MAX_RESULT_BYTES >> 20} MB; "
+                             f"return aggregates, not raw data")
     emit(
         "result",
         released=released,
-        value=wire.encode(value) if released else None,
+        value=encoded,
+        revealed=reveal.used,
         timings={"import_s": _IMPORT_S, "compute_s": compute_s, "load_s": api.load_s},
         stats={"rounds": int(stats["rounds"]), "bytes": int(stats["bytes"]),
                "comm_s": float(stats["time"])},
@@ -152,12 +213,13 @@ def run(spec: dict[str, Any]) -> int:
 
 def main() -> None:
     emit("imported", import_s=_IMPORT_S)
-    line = sys.stdin.readline()
-    if os.getppid() != _parent:
-        os._exit(3)
-    _watch_life_line()
     try:
+        line = sys.stdin.buffer.readline()
+        if os.getppid() != _parent:
+            os._exit(3)
         spec = json.loads(line)
+        _read_assets(spec)
+        _watch_life_line()
         code = run(spec)
     except BaseException as exc:  # every failure becomes an event, never a bare traceback
         kind, message = _classify(exc)

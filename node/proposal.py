@@ -6,11 +6,15 @@ an owner approves. Shape (version 1)::
     {"version": 1, "job_id": "j-…", "title": "…",
      "orchestrator": {"name": "carol", "url": "http://…"},
      "parties": [{"name": "alice", "url": "http://…", "rank": 0}, …],        ranks 0..n-1
-     "code": {"kind": "source", "source": "def run(crypten): …", "entry": "run"},
+     "code": {"kind": "source", "source": "def run(crypten): …", "entry": "run"}
+          or {"kind": "plan", "plan": {…}}  (node/plans.py; rendered to Python by each node),
      "bindings": [{"tag": "bc-model", "rank": 0, "kind": "model"},
                   {"tag": "bc-data", "rank": 1, "kind": "dataset",
                    "expect": {"shape": [null, 30], "labels": false}}],
-     "reveal": {"result_to": [0]},       ranks whose return value goes back to the orchestrator
+     "reveal": {"to": [0],              ranks get_plain_text(dst=rank) may decrypt to
+                "everyone": false,      whether get_plain_text() (to every party) is allowed
+                "budget": 1000000,      elements a job may decrypt in all
+                "result_to": [0]},      ranks whose return value goes back to the orchestrator
      "limits": {"time_s": 600, "op_timeout_s": 10, "rendezvous_timeout_s": 60},
      "crypten": {"precision_bits": 16}}     optional: CrypTen's fixed-point precision
 """
@@ -21,12 +25,14 @@ import re
 import uuid
 from typing import Any
 
+from node import plans
 from node.errors import ProposalError, StoreError
 from node.wire import digest
 
 VERSION = 1
 DEFAULT_LIMITS = {"time_s": 600.0, "op_timeout_s": 10.0, "rendezvous_timeout_s": 60.0,
-                  "approval_s": 86400.0}
+                  "approval_s": 86400.0, "memory_mb": 8192.0}
+DEFAULT_BUDGET = 1_000_000
 _ID = re.compile(r"^j-[0-9a-f]{8,32}$")
 _ENTRY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_SOURCE = 100_000
@@ -70,11 +76,17 @@ def validate(p: Any) -> dict[str, Any]:
     ranks = sorted(party["rank"] for party in parties)
     _need(ranks == list(range(len(parties))), "parties", "ranks must be 0..n-1, each once")
     code = p.get("code")
-    _need(isinstance(code, dict) and code.get("kind") == "source", "code.kind", "must be 'source'")
-    _need(isinstance(code.get("source"), str) and 0 < len(code["source"]) <= MAX_SOURCE,
-          "code.source", f"must be non-empty text of at most {MAX_SOURCE} characters")
-    _need(isinstance(code.get("entry"), str) and bool(_ENTRY.match(code["entry"])), "code.entry",
-          "must be a function name")
+    _need(isinstance(code, dict) and code.get("kind") in ("source", "plan"), "code.kind",
+          "must be 'source' or 'plan'")
+    if code["kind"] == "source":
+        _need(set(code) == {"kind", "source", "entry"}, "code", "needs source and entry only")
+        _need(isinstance(code.get("source"), str) and 0 < len(code["source"]) <= MAX_SOURCE,
+              "code.source", f"must be non-empty text of at most {MAX_SOURCE} characters")
+        _need(isinstance(code.get("entry"), str) and bool(_ENTRY.match(code["entry"])),
+              "code.entry", "must be a function name")
+    else:
+        _need(set(code) == {"kind", "plan"}, "code", "needs the plan only")
+        plans.validate(code.get("plan"), len(parties))
     bindings = p.get("bindings")
     _need(isinstance(bindings, list), "bindings", "must be a list")
     seen = set()
@@ -96,9 +108,23 @@ def validate(p: Any) -> dict[str, Any]:
                                                                  for d in shape)),
               where + ".expect.shape", "must be a list of integers or nulls")
     reveal = p.get("reveal")
-    _need(isinstance(reveal, dict) and isinstance(reveal.get("result_to"), list)
-          and all(_int(r) and 0 <= r < len(parties) for r in reveal["result_to"]),
-          "reveal.result_to", "must list ranks of the parties")
+    _need(isinstance(reveal, dict), "reveal", "must be an object")
+    for key in ("to", "result_to"):
+        _need(isinstance(reveal.get(key), list)
+              and all(_int(r) and 0 <= r < len(parties) for r in reveal[key]),
+              f"reveal.{key}", "must list ranks of the parties")
+    _need(isinstance(reveal.get("everyone"), bool), "reveal.everyone", "must be true or false")
+    _need(_int(reveal.get("budget")) and 0 <= reveal["budget"] <= 10**9, "reveal.budget",
+          "must be a number of elements, 0..10^9")
+    _need(set(reveal) <= {"to", "everyone", "budget", "result_to"}, "reveal",
+          "unknown key")
+    if code["kind"] == "plan":
+        plan = code["plan"]
+        key = lambda b: (b["tag"], b["rank"], b["kind"])  # noqa: E731
+        _need(sorted(map(key, bindings)) == sorted(map(key, plans.bindings(plan))), "bindings",
+              "must be the ones the plan implies")
+        _need(reveal["to"] == [plan["output_to"]] and not reveal["everyone"], "reveal",
+              "must reveal to the plan's output_to only")
     limits = p.get("limits", {})
     _need(isinstance(limits, dict), "limits", "must be an object")
     for key, value in limits.items():
@@ -110,6 +136,20 @@ def validate(p: Any) -> dict[str, Any]:
     bits = options.get("precision_bits", 16)
     _need(_int(bits) and 8 <= bits <= 24, "crypten.precision_bits", "must be an integer 8..24")
     return p
+
+
+def job_code(p: dict[str, Any]) -> tuple[str, str]:
+    """(source, entry) that runs: the sent source, or the plan rendered by this node."""
+    code = p["code"]
+    if code["kind"] == "plan":
+        return plans.render(code["plan"])
+    return code["source"], code["entry"]
+
+
+def code_kind(p: dict[str, Any]) -> str:
+    """'source', or the plan's kind ('inference', 'train', 'statistics')."""
+    code = p["code"]
+    return code["plan"]["kind"] if code["kind"] == "plan" else "source"
 
 
 def limits(p: dict[str, Any]) -> dict[str, float]:

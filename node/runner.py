@@ -77,11 +77,18 @@ class PartyProcess:
             except ProcessLookupError:
                 pass
 
-    async def supervise(self, spec: dict[str, Any], limit_s: float, on_event: EventSink) -> Outcome:
-        """Send the spec, follow the events until the party ends; never longer than ``limit_s``."""
+    async def supervise(self, spec: dict[str, Any], blobs: list[bytes], limit_s: float,
+                        on_event: EventSink) -> Outcome:
+        """Send the spec and the assets' bytes, follow the events until the party ends; never
+        longer than ``limit_s``."""
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
-        await self.proc.stdin.drain()
+        try:
+            self.proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            for blob in blobs:
+                self.proc.stdin.write(blob)
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the party died already; its exit status tells why
         timings: dict[str, float] = {"spawn_to_spec_s": time.monotonic() - self.started}
         outcome: Outcome | None = None
         try:
@@ -111,7 +118,12 @@ class PartyProcess:
     async def _follow(self, on_event: EventSink, timings: dict[str, float]) -> Outcome | None:
         assert self.proc.stdout
         while True:
-            line = await self.proc.stdout.readline()
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # a line over the stream limit: not from a well-behaved party
+                self.kill("the party sent an event larger than the node accepts")
+                await self.proc.wait()
+                return None
             if not line:
                 await self.proc.wait()
                 return None
@@ -125,7 +137,8 @@ class PartyProcess:
                 timings.update(event.get("timings", {}))
                 return Outcome("succeeded", "", result=event.get("value"),
                                released=bool(event.get("released")),
-                               stats=event.get("stats", {}))
+                               stats={**event.get("stats", {}),
+                                      "revealed": event.get("revealed", 0)})
             if name == "error":
                 return Outcome("failed", str(event.get("message", "the party failed")),
                                kind=str(event.get("kind", "")))
@@ -152,8 +165,13 @@ class SpawnLauncher:
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
+    async def close(self) -> None:
+        pass
+
     async def launch(self, job_id: str, threads: int) -> PartyProcess:
-        log_path = self.log_dir / f"{job_id}.log"
+        return await self._spawn(self.log_dir / f"{job_id}.log", threads)
+
+    async def _spawn(self, log_path: Path, threads: int) -> PartyProcess:
         env = {
             "PATH": os.defpath,
             "OMP_NUM_THREADS": str(threads),
@@ -166,10 +184,45 @@ class SpawnLauncher:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "node.party",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=log, env=env, cwd=str(self.log_dir), start_new_session=True,
-                limit=2**26,
+                stderr=log, env=env, cwd="/", start_new_session=True,
+                limit=32 << 20,
             )
         finally:
             log.close()
-        logger.info("job %s: party process %d started", job_id, proc.pid)
+        logger.info("party process %d started (log %s)", proc.pid, log_path.name)
         return PartyProcess(proc, log_path, time.monotonic())
+
+
+class WarmLauncher(SpawnLauncher):
+    """Keeps ``size`` party processes started and importing ahead of time.
+
+    Each worker still runs exactly one job and then exits, so isolation is that of a fresh
+    spawn; only the ~2 s import of torch and CrypTen moves off the job's critical path."""
+
+    def __init__(self, log_dir: Path, size: int = 1, threads: int = 1) -> None:
+        super().__init__(log_dir)
+        self.size = size
+        self.threads = threads
+        self._ready: list[PartyProcess] = []
+        self._count = 0
+
+    async def _refill(self) -> None:
+        while len(self._ready) < self.size:
+            self._count += 1
+            self._ready.append(await self._spawn(self.log_dir / f"warm-{os.getpid()}-"
+                                                 f"{self._count}.log", self.threads))
+
+    async def launch(self, job_id: str, threads: int) -> PartyProcess:
+        while self._ready:
+            worker = self._ready.pop(0)
+            if worker.proc.returncode is None:
+                await self._refill()
+                return worker
+        await self._refill()
+        return await super().launch(job_id, threads)
+
+    async def close(self) -> None:
+        for worker in self._ready:
+            worker.kill("the node is stopping")
+            await worker.proc.wait()
+        self._ready.clear()

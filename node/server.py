@@ -21,13 +21,15 @@ class NodeServer:
     """A node with its two HTTP surfaces; ``start()`` binds them, ``stop()`` ends everything."""
 
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1", peer_port: int = 0,
-                 admin_port: int = 0, auto_approve: bool = False) -> None:
+                 admin_port: int = 0, auto_approve: bool = False,
+                 accept_reduced_isolation: bool = False) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
         self.peer_port = peer_port
         self.admin_port = admin_port
         self.auto_approve = auto_approve
+        self.accept_reduced_isolation = accept_reduced_isolation
         self.token = secrets.token_urlsafe(24)
         self.node: Node | None = None
         self.orchestrator: Orchestrator | None = None
@@ -44,7 +46,8 @@ class NodeServer:
         return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     async def start(self) -> None:
-        self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve)
+        self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve,
+                         accept_reduced_isolation=self.accept_reduced_isolation)
         self.orchestrator = Orchestrator(self.node)
         port = await self._site(peer_app(self.node), self.host, self.peer_port)
         self.node.peer_url = f"http://{self.host}:{port}"

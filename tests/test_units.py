@@ -20,7 +20,7 @@ GOOD = {
                 {"name": "bob", "url": "http://b", "rank": 1}],
     "code": {"kind": "source", "source": "def run(crypten):\n    return 1\n", "entry": "run"},
     "bindings": [{"tag": "x", "rank": 1, "kind": "dataset", "expect": {"shape": [None, 3]}}],
-    "reveal": {"result_to": [0]},
+    "reveal": {"to": [0], "everyone": False, "budget": 100, "result_to": [0]},
 }
 
 
@@ -43,6 +43,9 @@ def test_a_good_proposal_validates_and_hashes_stably():
     (("bindings", 0, "kind"), "weights", "bindings[0].kind"),
     (("bindings", 0, "expect"), {"shape": "big"}, "expect.shape"),
     (("reveal", "result_to"), [9], "reveal.result_to"),
+    (("reveal", "to"), [-1], "reveal.to"),
+    (("reveal", "budget"), "all", "reveal.budget"),
+    (("reveal", "everyone"), 1, "reveal.everyone"),
     (("limits",), {"time_s": -1}, "limits.time_s"),
     (("limits",), {"forever": 1}, "limits.forever"),
     (("crypten",), {"precision_bits": 60}, "precision_bits"),

@@ -1,0 +1,370 @@
+"""Watch the link for other Parley nodes and report them as added, updated and removed.
+
+How a peer leaves, and why this module does more than wrap ``AsyncServiceBrowser``:
+
+* Goodbye (the peer closed its Publisher): TTL-0 records arrive, python-zeroconf reports
+  ``ServiceStateChange.Removed`` at once, and we emit ``removed`` (reason ``"goodbye"``).
+* Death without goodbye (SIGKILL, power cut, cable pulled): zeroconf's own answer is cache
+  expiry of the PTR record, and on receipt it raises every PTR TTL below 1125 s to 1125 s
+  (``_DNS_PTR_MIN_TTL``, a guard against query storms), while publishers use 4500 s. A dead
+  peer would stay listed for 19 to 75 minutes. So the Browser follows the liveness of each peer's
+  SRV record itself (host TTL, 120 s by default), as RFC 6762 section 5.2 asks of a querier
+  with an interest in a record: it re-queries at 80, 85, 90 and 95% of the TTL (one second
+  apart for TTLs under 20 s, see ``refresh_offsets``), a live peer answers and refreshes the
+  cache, and when the record lapses the peer is ``removed`` (reason ``"expired"``). A dead peer
+  thus disappears one host TTL after its last answer.
+
+Zeroconf's callbacks only enqueue: each service name gets at most one worker task at a time
+(later notifications for the same name coalesce into it), and every task is kept referenced
+until it ends. Nothing here blocks the loop; resolution waits at most ``resolve_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Self
+
+# The DNS classes are re-exported by zeroconf's package root (kept there for compatibility)
+# but left out of its __all__; the root is still the stable place to take them from.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSOutgoing,
+    DNSQuestion,
+    DNSRecord,
+    DNSService,
+    DNSText,
+    ServiceStateChange,
+    Zeroconf,
+    current_time_millis,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from discovery.errors import DiscoveryError
+from discovery.record import SERVICE_TYPE, PeerRecord, parse_peer, parse_txt_rdata
+
+logger = logging.getLogger(__name__)
+
+# RFC 1035 numbers (zeroconf keeps its own copies private).
+_TYPE_TXT = 16
+_TYPE_SRV = 33
+_CLASS_IN = 1
+_QUERY_FLAGS = 0  # QR bit clear: a query
+# RFC 6762 5.2: refresh at 80%, 85%, 90%, 95% of the TTL, plus 0-2% random jitter.
+_REFRESH_AT = (0.80, 0.85, 0.90, 0.95)
+# RFC 6762 14: a responder multicasts a record at most once a second (zeroconf delays a repeat
+# by a second), so refresh queries closer together than this are wasted.
+_RESPONDER_GAP_S = 1.0
+
+EventKind = Literal["added", "updated", "removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEvent:
+    """One change in the set of visible peers.
+
+    ``reason`` says why a peer was removed: ``"goodbye"`` (it withdrew), ``"expired"`` (it
+    stopped answering), ``"replaced"`` (its service now claims another node id), ``"invalid"``
+    (it now publishes a TXT record we cannot read). Closing the Browser sends nothing.
+    """
+
+    kind: EventKind
+    record: PeerRecord
+    reason: str = ""
+
+
+EventCallback = Callable[[PeerEvent], Awaitable[None]]
+
+
+class Browser:
+    """Browse ``_parley._tcp`` on an AsyncZeroconf the caller owns (and closes).
+
+    Events go to ``on_event`` when given (awaited one at a time, in order), else into the
+    ``events`` queue. ``peers`` is the current view keyed by node id. Services whose TXT ``id``
+    is ``own_node_id`` are ignored. ``resolve_timeout`` bounds the wait for a new service's
+    records (seconds); ``check_interval`` is the longest the liveness check sleeps (it wakes
+    earlier when a refresh or an expiry is due).
+    """
+
+    def __init__(
+        self,
+        aiozc: AsyncZeroconf,
+        *,
+        own_node_id: str | None = None,
+        on_event: EventCallback | None = None,
+        resolve_timeout: float = 3.0,
+        check_interval: float = 1.0,
+    ) -> None:
+        self._aiozc = aiozc
+        self._own_node_id = own_node_id
+        self._on_event = on_event
+        self._resolve_timeout_ms = resolve_timeout * 1000
+        self._check_interval = check_interval
+        self.events: asyncio.Queue[PeerEvent] = asyncio.Queue()
+
+        self._service_browser: AsyncServiceBrowser | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._names: set[str] = set()  # service names the PTR says exist
+        self._held: dict[str, PeerRecord] = {}  # service name -> record we reported
+        self._name_of: dict[str, str] = {}  # node id -> service name that holds it
+        self._own_names: set[str] = set()
+        self._pending: dict[str, ServiceStateChange] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._attempted: dict[str, float] = {}  # name -> SRV 'created' at the last resolve
+        # name -> (SRV created, refresh queries sent for it, jitter in ms)
+        self._refresh: dict[str, tuple[float, int, float]] = {}
+        self._wake = asyncio.Event()
+
+    @property
+    def peers(self) -> dict[str, PeerRecord]:
+        return {record.node_id: record for record in self._held.values()}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._aiozc.zeroconf.loop is not self._loop:
+            raise DiscoveryError(
+                "the AsyncZeroconf runs on another event loop; create it with make_zeroconf() "
+                "inside the loop that runs the Browser"
+            )
+        self._service_browser = AsyncServiceBrowser(
+            self._aiozc.zeroconf, [SERVICE_TYPE], handlers=[self._on_service_state_change]
+        )
+        self._spawn(self._liveness_loop(), "discovery-liveness")
+        if self._on_event is not None:
+            self._spawn(self._dispatch_loop(), "discovery-dispatch")
+
+    async def close(self) -> None:
+        """Stop browsing and end every task this Browser started. Sends no events."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._service_browser is not None:
+            await self._service_browser.async_cancel()
+        tasks = [*self._tasks, *self._workers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- zeroconf's callback: enqueue only ---------------------------------------------------
+
+    def _on_service_state_change(
+        self,
+        zeroconf: Zeroconf,
+        service_type: str,
+        name: str,
+        state_change: ServiceStateChange,
+    ) -> None:
+        if self._closed:
+            return
+        if state_change is ServiceStateChange.Removed:
+            self._names.discard(name)
+            self._attempted.pop(name, None)
+        else:
+            self._names.add(name)
+        self._schedule(name, state_change)
+
+    def _schedule(self, name: str, state_change: ServiceStateChange) -> None:
+        self._pending[name] = state_change  # the latest word about a name wins
+        if name not in self._workers:
+            assert self._loop is not None
+            task = self._loop.create_task(self._work(name), name="discovery-resolve")
+            self._workers[name] = task
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def _work(self, name: str) -> None:
+        try:
+            while name in self._pending and not self._closed:
+                state_change = self._pending.pop(name)
+                try:
+                    if state_change is ServiceStateChange.Removed:
+                        # The PTR went: a goodbye (or, after 19+ minutes, plain PTR expiry).
+                        self._own_names.discard(name)
+                        self._drop(name, "goodbye")
+                    else:
+                        await self._resolve(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad peer must not stop discovery
+                    logger.exception("discovery: handling %s failed", name[:80])
+        finally:
+            self._workers.pop(name, None)
+
+    async def _resolve(self, name: str) -> None:
+        zc = self._aiozc.zeroconf
+        srv = self._live_srv(name, current_time_millis())
+        self._attempted[name] = srv.created if srv is not None else current_time_millis()
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(zc, self._resolve_timeout_ms):
+            logger.debug("discovery: %s did not resolve in time", name[:80])
+            return
+        if self._closed or name not in self._names:
+            return
+        props = self._live_txt(name, current_time_millis())
+        record = parse_peer(
+            props if props is not None else info.properties, info.parsed_addresses()
+        )
+        if record is None:
+            self._drop(name, "invalid")
+            return
+        if self._own_node_id is not None and record.node_id == self._own_node_id:
+            self._own_names.add(name)
+            return
+        self._store(name, record)
+
+    def _store(self, name: str, record: PeerRecord) -> None:
+        held = self._held.get(name)
+        if held is not None and held.node_id != record.node_id:
+            self._drop(name, "replaced")
+        owner = self._name_of.get(record.node_id)
+        previous = self._held.pop(owner, None) if owner is not None else None
+        if owner is not None and owner != name:
+            logger.debug("discovery: node %s moved to %s", record.node_id[:12], name[:80])
+        self._held[name] = record
+        self._name_of[record.node_id] = name
+        self._wake.set()  # the liveness loop may need to wake earlier for this record
+        if previous is None:
+            self._emit(PeerEvent("added", record))
+        elif not previous.same_as(record):
+            self._emit(PeerEvent("updated", record))
+
+    def _drop(self, name: str, reason: str) -> None:
+        self._refresh.pop(name, None)
+        record = self._held.pop(name, None)
+        if record is None:
+            return
+        if self._name_of.get(record.node_id) == name:
+            del self._name_of[record.node_id]
+        self._emit(PeerEvent("removed", record, reason))
+
+    def _emit(self, event: PeerEvent) -> None:
+        logger.debug(
+            "discovery: %s %s (%s) %s",
+            event.kind,
+            event.record.node_id[:12],
+            event.record.name,
+            event.reason,
+        )
+        self.events.put_nowait(event)
+
+    async def _dispatch_loop(self) -> None:
+        assert self._on_event is not None
+        while True:
+            event = await self.events.get()
+            try:
+                await self._on_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the owner's handler must not stop discovery
+                logger.exception("discovery: event handler failed on %s", event.kind)
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            delay = self._check_liveness(current_time_millis())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _check_liveness(self, now: float) -> float:
+        """Refresh, expire and rediscover; returns the seconds until the next thing is due."""
+        due = now + self._check_interval * 1000
+        for name in list(self._held):
+            srv = self._live_srv(name, now)
+            if srv is None:
+                self._drop(name, "expired")
+                continue
+            self._note_sign_of_life(name, srv, now)
+            due = min(due, self._maybe_refresh(name, srv, now))
+        # A peer that restarts right after it expired re-announces records the cache may still
+        # hold (expired, not yet purged): zeroconf then reports nothing, so look for it here.
+        for name in self._names - self._held.keys() - self._own_names - self._workers.keys():
+            srv = self._live_srv(name, now)
+            if srv is not None and srv.created > self._attempted.get(name, 0.0):
+                self._schedule(name, ServiceStateChange.Updated)
+        return max(0.02, (due - now) / 1000)
+
+    def _maybe_refresh(self, name: str, srv: DNSRecord, now: float) -> float:
+        """Send the refresh query that is due, if any; returns when the next thing is due (ms)."""
+        created, sent, jitter = self._refresh.get(name, (-1.0, 0, 0.0))
+        if created != srv.created:
+            created, sent, jitter = srv.created, 0, random.uniform(0.0, 20.0 * srv.ttl)
+        offsets = refresh_offsets(srv.ttl)
+        expires = created + srv.ttl * 1000
+        if sent < len(offsets) and now >= created + offsets[sent] * 1000 + jitter:
+            self._send_refresh_query(name)
+            sent += 1
+        self._refresh[name] = (created, sent, jitter)
+        if sent < len(offsets):
+            return min(expires, created + offsets[sent] * 1000 + jitter)
+        return expires
+
+    def _send_refresh_query(self, name: str) -> None:
+        out = DNSOutgoing(_QUERY_FLAGS, multicast=True)
+        out.add_question(DNSQuestion(name, _TYPE_SRV, _CLASS_IN))
+        out.add_question(DNSQuestion(name, _TYPE_TXT, _CLASS_IN))
+        self._aiozc.zeroconf.async_send(out)
+
+    def _note_sign_of_life(self, name: str, srv: DNSRecord, now: float) -> None:
+        seen = time.time() - max(0.0, now - srv.created) / 1000
+        record = self._held[name]
+        if seen > record.last_seen + 0.5:
+            self._held[name] = replace(record, last_seen=seen)
+
+    def _live_srv(self, name: str, now: float) -> DNSService | None:
+        return _longest_lived(self._aiozc.zeroconf, name, _TYPE_SRV, now)  # type: ignore[return-value]
+
+    def _live_txt(self, name: str, now: float) -> dict[str, bytes | None] | None:
+        txt = _longest_lived(self._aiozc.zeroconf, name, _TYPE_TXT, now)
+        if not isinstance(txt, DNSText):
+            return None
+        return parse_txt_rdata(txt.text)
+
+
+def refresh_offsets(ttl: float) -> list[float]:
+    """Seconds after a record arrived at which to query it again while it stays unanswered.
+
+    RFC 6762 5.2 says 80, 85, 90 and 95% of the TTL. Below a 20 s TTL those points fall less
+    than a second apart and a responder would answer only the first; there the retries go one
+    second apart instead, the last one a second before expiry, none before half the TTL.
+    """
+    if ttl * (_REFRESH_AT[1] - _REFRESH_AT[0]) >= _RESPONDER_GAP_S:
+        return [ttl * fraction for fraction in _REFRESH_AT]
+    gaps = [_RESPONDER_GAP_S * k for k in range(len(_REFRESH_AT), 0, -1)]
+    offsets = [ttl - gap for gap in gaps if ttl - gap >= ttl / 2]
+    return offsets or [ttl / 2]
+
+
+def _longest_lived(zc: Zeroconf, name: str, type_: int, now: float) -> DNSRecord | None:
+    """The unexpired record that will live longest.
+
+    After a change, the superseded record stays cached for one more second (RFC 6762 10.2
+    cache flush) with a fresher ``created``; the longest-lived record is the current one.
+    """
+    best: DNSRecord | None = None
+    for record in zc.cache.async_all_by_details(name, type_, _CLASS_IN):
+        if record.is_expired(now):
+            continue
+        if best is None or record.get_expiration_time(100) > best.get_expiration_time(100):
+            best = record
+    return best

@@ -1,0 +1,298 @@
+"""Layer 3 of the jail: what job code can touch at run time, whatever the static check let by.
+
+The job's source is compiled after an AST rewrite that sends every attribute read through
+``guard`` and refuses every attribute write. ``guard`` allows only names on per-type
+allowlists: CrypTen tensors, torch tensors, CrypTen modules and optimisers, and the facades
+that stand in for the ``crypten`` and ``torch`` modules. A job never holds a real module, a
+class's internals, a frame, a function's globals or a share. Builtins are a short list of
+pure functions; ``print`` goes to the party's log with a size cap.
+
+Reveal control also lives here: ``RevealGuard`` wraps CrypTen's ``get_plain_text`` so it
+decrypts only to the ranks the proposal's reveal map names, and only up to its budget of
+elements, counted the same way at every party.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import sys
+from typing import Any, Callable
+
+import torch
+
+from node.compat import crypten
+from node.errors import ParleyError
+
+JOB_FILENAME = "<job>"
+GUARD_NAME = "__parley_guard__"
+DENY_SET = "__parley_deny_set__"
+
+
+class JailViolation(ParleyError):
+    """The job reached for something the jail does not allow."""
+
+    problem_type = "https://parley.example/problems/jail-violation"
+
+
+# -- allowlists ------------------------------------------------------------------------------
+_ARITH = {
+    "add", "sub", "mul", "div", "matmul", "neg", "abs", "sign", "square", "sqrt", "pow", "exp",
+    "log", "reciprocal", "sigmoid", "tanh", "relu", "softmax", "log_softmax", "sum", "mean",
+    "var", "max", "min", "argmax", "argmin", "dot", "ger", "outer", "cumsum", "trace", "t",
+    "transpose", "permute", "view", "reshape", "flatten", "unsqueeze", "squeeze", "size", "dim",
+    "nelement", "numel", "expand", "repeat", "roll", "narrow", "split", "chunk", "gather",
+    "scatter", "take", "index_select", "where", "clone", "eq", "ne", "lt", "le", "gt", "ge",
+    "clamp", "hardtanh", "flip", "pad", "conv1d", "conv2d", "avg_pool2d", "max_pool2d",
+    "dropout", "norm", "prod", "cos", "sin", "inv_sqrt", "polynomial", "shape", "T",
+    "unbind", "backward", "grad", "requires_grad",
+}
+CRYPTENSOR_ATTRS = frozenset(_ARITH | {"get_plain_text", "mul_", "add_", "sub_", "div_",
+                                       "encrypt", "cpu", "binary_cross_entropy",
+                                       "binary_cross_entropy_with_logits", "cross_entropy"})
+TENSOR_ATTRS = frozenset(_ARITH | {"float", "long", "int", "double", "bool", "tolist", "item",
+                                   "dtype", "any", "all", "round", "floor",
+                                   "ceil", "sort", "topk", "unique", "bincount", "std",
+                                   "count_nonzero", "logical_and", "logical_or", "logical_not",
+                                   "detach", "type_as"} - {"backward", "grad"})
+MODULE_ATTRS = frozenset({"forward", "train", "eval", "parameters", "zero_grad", "update_parameters",
+                          "encrypt", "encrypted", "training"})
+OPTIM_ATTRS = frozenset({"step", "zero_grad"})
+CONTAINER_ATTRS = {
+    list: frozenset({"append", "extend", "index", "count", "pop", "insert", "reverse", "copy"}),
+    dict: frozenset({"items", "keys", "values", "get", "update", "copy", "pop"}),
+    tuple: frozenset({"index", "count"}),
+    torch.Size: frozenset({"index", "count", "numel"}),
+    str: frozenset({"lower", "upper", "strip", "split", "join", "startswith", "endswith",
+                    "replace"}),
+}
+
+
+def _is_cryptensor(obj: Any) -> bool:
+    return isinstance(obj, crypten.CrypTensor)
+
+
+def _allowed(obj: Any) -> frozenset[str] | None:
+    if isinstance(obj, Facade):
+        return obj.allowed
+    if _is_cryptensor(obj):
+        return CRYPTENSOR_ATTRS
+    if isinstance(obj, torch.Tensor):
+        return TENSOR_ATTRS
+    if isinstance(obj, crypten.nn.Module):
+        return MODULE_ATTRS
+    if isinstance(obj, crypten.optim.Optimizer):
+        return OPTIM_ATTRS
+    for kind, names in CONTAINER_ATTRS.items():
+        if type(obj) is kind:
+            return names
+    return None
+
+
+def guard(obj: Any, name: str) -> Any:
+    """Every ``obj.name`` in a job's code comes here."""
+    if not isinstance(name, str) or name.startswith("_"):
+        raise JailViolation(f"attribute '{name}' is not allowed: names starting with '_' are "
+                            f"outside the job API")
+    allowed = _allowed(obj)
+    if allowed is None or name not in allowed:
+        kind = type(obj).__name__
+        raise JailViolation(f"'{name}' on a {kind} is not part of the job API")
+    return getattr(obj, name)
+
+
+def deny_set(*_: Any) -> None:
+    raise JailViolation("jobs cannot set attributes; assign to a new name instead")
+
+
+class Facade:
+    """Stands in for a module: only ``allowed`` names, each a plain function or value."""
+
+    def __init__(self, name: str, members: dict[str, Any]) -> None:
+        self._name = name
+        self._members = members
+        self.allowed = frozenset(members)
+
+    def __getattr__(self, name: str) -> Any:
+        members = self.__dict__.get("_members", {})
+        if name in members:
+            return members[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"<{self._name} (job API)>"
+
+
+def _pick(module: Any, names: str) -> dict[str, Any]:
+    return {n: getattr(module, n) for n in names.split()}
+
+
+def torch_facade() -> Facade:
+    functional = Facade("torch.nn.functional", _pick(torch.nn.functional, "one_hot"))
+    members = _pick(torch, "tensor zeros ones zeros_like ones_like full arange linspace eye "
+                           "cat stack where exp log sqrt abs sign sigmoid tanh relu softmax "
+                           "argmax argmin max min sum mean var std matmul clamp round floor "
+                           "ceil randn rand randint manual_seed float32 float64 int64 long "
+                           "bool bincount histc sort unique")
+    members["nn"] = Facade("torch.nn", {"functional": functional})
+    return Facade("torch", members)
+
+
+def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any]) -> Facade:
+    nn = Facade("crypten.nn", _pick(crypten.nn, "Linear ReLU Sigmoid Sequential Conv2d "
+                                                "MaxPool2d AvgPool2d Flatten Dropout BatchNorm1d "
+                                                "BatchNorm2d Softmax LogSoftmax BCELoss "
+                                                "BCEWithLogitsLoss CrossEntropyLoss MSELoss "
+                                                "L1Loss"))
+    optim = Facade("crypten.optim", _pick(crypten.optim, "SGD"))
+    members = _pick(crypten, "cryptensor cat stack where")
+    members.update(load=load, load_model=load_model, nn=nn, optim=optim)
+    return Facade("crypten", members)
+
+
+# -- builtins --------------------------------------------------------------------------------
+class BoundedPrint:
+    """``print`` for jobs: to the party's log, at most ``max_bytes``, crypten values hidden."""
+
+    def __init__(self, max_bytes: int = 64_000) -> None:
+        self.left = max_bytes
+        self.dropped = False
+
+    def __call__(self, *args: Any) -> None:
+        text = " ".join(str(a) for a in args) + "\n"
+        if len(text) > self.left:
+            if not self.dropped:
+                sys.stderr.write("[job output truncated: log cap reached]\n")
+                self.dropped = True
+            return
+        self.left -= len(text)
+        sys.stderr.write(text)
+
+
+def _safe_builtins(print_fn: Callable[..., None]) -> dict[str, Any]:
+    """Pure functions only. str/repr are safe because hide_shares() covers CrypTen values."""
+    names = ("abs all any bool dict enumerate float int len list max min range reversed round "
+             "sorted sum tuple zip pow divmod str repr set slice iter next map filter chr ord "
+             "True False None")
+    safe = {n: getattr(builtins, n) for n in names.split()}
+    safe["print"] = print_fn
+    safe["isinstance"] = _isinstance
+    return safe
+
+
+_PLAIN_TYPES = (int, float, bool, str, list, dict, tuple, set)
+
+
+def _isinstance(obj: Any, kind: Any) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not all(k in _PLAIN_TYPES for k in kinds):
+        raise JailViolation("isinstance works with int, float, bool, str, list, dict, tuple "
+                            "and set only")
+    return isinstance(obj, kind)
+
+
+def hide_shares() -> None:
+    """No printed or str()-ed CrypTen value may show a share."""
+
+    def hidden(self: Any, *args: Any) -> str:
+        return f"<encrypted {type(self).__name__} of size {tuple(self.size())}>"
+
+    for cls in (crypten.mpc.MPCTensor, crypten.mpc.primitives.ArithmeticSharedTensor,
+                crypten.mpc.primitives.BinarySharedTensor):
+        cls.__repr__ = hidden  # type: ignore[method-assign]
+        cls.__str__ = hidden  # type: ignore[method-assign]
+        cls.__format__ = hidden  # type: ignore[method-assign]
+
+
+# -- the rewrite -----------------------------------------------------------------------------
+class _GuardAttributes(ast.NodeTransformer):
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Load):
+            call = ast.Call(func=ast.Name(GUARD_NAME, ast.Load()),
+                            args=[node.value, ast.Constant(node.attr)], keywords=[])
+            return ast.copy_location(call, node)
+        # a store or delete: refused at run time, whatever the static check said
+        call = ast.Call(func=ast.Name(DENY_SET, ast.Load()), args=[], keywords=[])
+        return ast.copy_location(ast.Subscript(value=ast.List([], ast.Load()), slice=call,
+                                               ctx=node.ctx), node)
+
+
+def compile_job(source: str, entry: str, crypten_api: Facade, print_fn: Callable[..., None]
+                ) -> Callable[..., Any]:
+    """Compile job source under the runtime jail and return its entry function."""
+    try:
+        tree = ast.parse(source, JOB_FILENAME)
+    except SyntaxError as exc:
+        raise JailViolation(f"line {exc.lineno}: the job's source does not parse: {exc.msg}"
+                            ) from None
+    tree = ast.fix_missing_locations(_GuardAttributes().visit(tree))
+    code = compile(tree, JOB_FILENAME, "exec")
+    namespace: dict[str, Any] = {
+        "__builtins__": _safe_builtins(print_fn), GUARD_NAME: guard, DENY_SET: deny_set,
+        "torch": torch_facade(), "__name__": "job",
+    }
+    exec(code, namespace)  # noqa: S102 - guarded code, restricted namespace, jailed process
+    fn = namespace.get(entry)
+    if not callable(fn):
+        raise JailViolation(f"the job's source defines no function named '{entry}'")
+    args = (crypten_api, namespace["torch"])[:fn.__code__.co_argcount]  # (crypten[, torch])
+    return lambda: fn(*args)
+
+
+def compile_unguarded(source: str, entry: str, crypten_api: Facade) -> Callable[..., Any]:
+    """The job without the runtime layer: only for tests that prove the other layers hold."""
+    namespace: dict[str, Any] = {"torch": torch, "__name__": "job"}
+    exec(compile(source, JOB_FILENAME, "exec"), namespace)  # noqa: S102 - test builds only
+    fn = namespace[entry]
+    return lambda: fn(crypten_api)
+
+
+# -- reveal control --------------------------------------------------------------------------
+class RevealGuard:
+    """Enforces the reveal map on every decryption, identically at every party."""
+
+    def __init__(self, to: list[int], everyone: bool, budget: int, on_reveal: Callable[..., None]
+                 ) -> None:
+        self.to = set(to)
+        self.everyone = everyone
+        self.budget = budget
+        self.used = 0
+        self.on_reveal = on_reveal
+
+    def check(self, dst: Any, elements: int) -> None:
+        if dst is None:
+            if not self.everyone:
+                raise JailViolation("get_plain_text() without dst reveals to every party; the "
+                                    "reveal map does not allow that")
+        elif not isinstance(dst, int) or isinstance(dst, bool) or dst not in self.to:
+            allowed = sorted(self.to) or "none"
+            raise JailViolation(f"revealing to rank {dst} is not in the reveal map "
+                                f"(allowed: {allowed})")
+        if self.used + elements > self.budget:
+            raise JailViolation(f"reveal budget exceeded: {self.used + elements} elements, the "
+                                f"proposal allows {self.budget}")
+        self.used += elements
+        self.on_reveal(dst, elements)
+
+    def install(self) -> None:
+        reveal = self
+
+        for cls in (crypten.mpc.MPCTensor,):
+            original = cls.get_plain_text
+
+            def get_plain_text(self: Any, dst: Any = None, _orig: Any = original) -> Any:
+                reveal.check(dst, int(self.nelement()))
+                return _orig(self, dst=dst)
+
+            cls.get_plain_text = get_plain_text  # type: ignore[method-assign]
+        for cls, name in ((crypten.mpc.MPCTensor, "reveal"), (crypten.mpc.MPCTensor, "decrypt"),
+                          (crypten.nn.Module, "decrypt")):
+            setattr(cls, name, _refuse(name))
+
+
+def _refuse(name: str) -> Callable[..., Any]:
+    def refused(*_: Any, **__: Any) -> Any:
+        raise JailViolation(f"{name}() is not allowed in jobs; use get_plain_text(dst=rank)")
+
+    return refused

@@ -1,0 +1,140 @@
+"""What an owner needs to decide on a proposal, computed by their own node.
+
+For every proposal: the code that would run (the sent source, or the plan rendered by this
+node) with line numbers; which of this node's assets it reads, by tag; every point where a
+value is decrypted and to whom; what goes back to the orchestrator; the loops and a rough
+cost; a diff against the last version of this job the owner approved; and warnings. The
+static check (layer 2 of the jail) runs here first: a source it refuses is never shown for
+approval.
+
+Some leaks are beyond any sandbox: revealing a single row, or two aggregates whose difference
+is one person's value. The review makes reveals visible so a person can judge them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from node import proposal as proposals
+from node.jail import static
+
+
+def _recipient(p: dict[str, Any], dst: Any) -> str:
+    if dst is None:
+        return "every party"
+    if dst == "dynamic":
+        return "a rank computed at run time"
+    party = next((q for q in p["parties"] if q["rank"] == dst), None)
+    return f"rank {dst} ({party['name']})" if party else f"rank {dst} (no such party)"
+
+
+def _total_iterations(loops: list[Any]) -> int | None:
+    """Innermost body runs, summed over loop chains (bounds multiply along ``parent``);
+    None when some loop has no literal bound."""
+    if any(lp.bound is None for lp in loops):
+        return None
+    total = 0
+    for i, lp in enumerate(loops):
+        if any(other.parent == i for other in loops):
+            continue  # not innermost
+        runs, node = lp.bound, lp
+        while node.parent is not None:
+            node = loops[node.parent]
+            runs *= node.bound
+        total += runs
+    return total
+
+
+def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None) -> dict[str, Any]:
+    """Review material for the party of ``rank``; raises JailRejected for refused source."""
+    source, entry = proposals.job_code(p)
+    info = static.check(source, entry)
+    me = proposals.party_of(p, rank)
+    reads = []
+    for b in p["bindings"]:
+        holder = proposals.party_of(p, b["rank"])
+        item = {"tag": b["tag"], "kind": b["kind"], "rank": b["rank"], "holder": holder["name"],
+                "here": b["rank"] == rank}
+        if item["here"]:
+            asset = store.by_tag(b["tag"])
+            item.update(asset_id=asset.id, name=asset.name, schema=asset.schema)
+        reads.append(item)
+    reveals = [{"line": r.line, "dst": r.dst, "to": _recipient(p, r.dst), "expr": r.expr_text}
+               for r in info.reveals]
+    orchestrator = p["orchestrator"]["name"]
+    released = [_recipient(p, r) for r in p["reveal"]["result_to"]]
+    loops = [{"line": lp.line, "kind": lp.kind, "bound": lp.bound, "nesting": lp.nesting}
+             for lp in info.loops]
+    bound = _total_iterations(info.loops)
+    warnings = list(info.warnings)
+    if p["reveal"]["everyone"]:
+        warnings.append("the reveal map lets get_plain_text() decrypt to every party")
+    if rank in p["reveal"]["result_to"]:
+        warnings.append(f"what this node's party returns goes to the orchestrator "
+                        f"({orchestrator}): it sees every value revealed to rank {rank}")
+    if any(r["dst"] == rank for r in reveals) and rank not in p["reveal"]["result_to"]:
+        warnings.append("values revealed to this node stay here: its party's return value is "
+                        "not released")
+    diff = None
+    if last_approved is not None and last_approved != source:
+        diff = "".join(difflib.unified_diff(last_approved.splitlines(True),
+                                            source.splitlines(True), "last approved",
+                                            "this proposal"))
+    return {
+        "code_kind": proposals.code_kind(p),
+        "entry": entry,
+        "source": source,
+        "numbered": [f"{i:4d}  {line}" for i, line in enumerate(source.splitlines(), 1)],
+        "this_node": {"rank": rank, "name": me["name"]},
+        "orchestrator": p["orchestrator"],
+        "parties": [{"rank": q["rank"], "name": q["name"]} for q in p["parties"]],
+        "reads": reads,
+        "reveals": reveals,
+        "released_to_orchestrator": released,
+        "reveal_budget": p["reveal"]["budget"],
+        "loops": loops,
+        "cost": (f"loops run about {bound:,} times in all" if loops and bound
+                 else "loops without a literal bound: cost unknown" if loops
+                 else "no loops"),
+        "limits": proposals.limits(p),
+        "diff_from_last_approved": diff,
+        "first_version": last_approved is None,
+        "warnings": warnings,
+    }
+
+
+def render_text(job: dict[str, Any]) -> str:
+    """The review as `parley show` prints it."""
+    r = job["detail"].get("review")
+    if not r:
+        return f"job {job['id']}: {job['state']} (no review material)"
+    lines = [
+        f"job {job['id']} from {r['orchestrator']['name']} ({r['orchestrator']['url']})",
+        f"state: {job['state']}" + (f" ({job['reason']})" if job["reason"] else ""),
+        f"proposal hash: {job['proposal_hash']}",
+        f"this node plays rank {r['this_node']['rank']}; parties: "
+        + ", ".join(f"{q['rank']}={q['name']}" for q in r["parties"]),
+        f"code: {r['code_kind']}" + (" (rendered by this node from the plan)"
+                                     if r["code_kind"] != "source" else " (sent by the orchestrator)"),
+        "reads:",
+    ]
+    for item in r["reads"]:
+        where = "HERE" if item["here"] else f"at {item['holder']}"
+        extra = f" = {item['name']} {item['schema'].get('shape', '')}" if item["here"] else ""
+        lines.append(f"  {item['tag']} ({item['kind']}, rank {item['rank']}, {where}){extra}")
+    lines.append("reveals:")
+    for rv in r["reveals"] or [{"line": "-", "to": "nothing is decrypted", "expr": ""}]:
+        lines.append(f"  line {rv['line']}: to {rv['to']}  {rv['expr']}")
+    lines.append("results released to the orchestrator by ranks: "
+                 + ", ".join(str(x) for x in job["proposal"]["reveal"]["result_to"]))
+    lines.append(f"reveal budget: {r['reveal_budget']:,} elements; {r['cost']}")
+    for w in r["warnings"]:
+        lines.append(f"WARNING: {w}")
+    if r["diff_from_last_approved"]:
+        lines += ["changes since the version you last approved:", r["diff_from_last_approved"]]
+    elif not r["first_version"]:
+        lines.append("identical to the version you last approved")
+    lines.append("source:")
+    lines += r["numbered"]
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The jail under attack: the escape corpus, benign jobs, and each layer on its own.
+
+Every run is a real party process started by a real node's launcher (dry-run path: one party,
+this node's store), exactly the layers a job gets. Proofs are effects, not exceptions: the
+marker file does not exist, the canary's secret is in no result and no log, the listener saw
+no connection, the budget held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from node.core import Node
+from node.jail import static
+from node.runner import WarmLauncher
+from tests.jail_corpus import ATTACKS, BENIGN, Attack
+
+SECRET = "CANARY-7f3a9c-DO-NOT-LEAK"
+ALL = {"static": True, "runtime": True, "os": True}
+# What a proposal's reveal map would say: decrypt to rank 0 only, at most 20 elements.
+REVEAL = {"to": [0], "everyone": False, "budget": 20}
+LOG_CAP = 70_000  # BoundedPrint's 64,000 bytes plus the party's own lines
+
+
+class Owner:
+    """A node (in this process, on its own loop thread) whose dry runs are the attack surface."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.node: Node = self.call(self._make(data_dir))
+
+    async def _make(self, data_dir: Path) -> Node:
+        return Node(data_dir, "owner", launcher=WarmLauncher(data_dir / "logs", size=1))
+
+    def call(self, coro: Any, timeout: float = 240) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def dry_run(self, source: str, layers: dict[str, bool] | None = None) -> dict[str, Any]:
+        return self.call(self.node.dry_run(source, "run", layers=layers or ALL, reveal=REVEAL))
+
+    def close(self) -> None:
+        self.call(self.node.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Owner]:
+    import torch
+
+    from node.compat import onnx_bytes_from_pytorch
+
+    base = tmp_path_factory.mktemp("owner")
+    owner = Owner(base / "node")
+    rng = np.random.default_rng(3)
+    np.save(base / "secret.npy", rng.normal(size=(4, 3)).astype(np.float32) + 1000.0)
+    np.save(base / "features.npy", rng.normal(size=(6, 3)).astype(np.float32))
+    rows = ["a,b,c,y"] + [f"{r[0]:.3f},{r[1]:.3f},{r[2]:.3f},{int(r[0] > 0)}"
+                          for r in rng.normal(size=(12, 3))]
+    (base / "labelled.csv").write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    (base / "model.onnx").write_bytes(onnx_bytes_from_pytorch(model.eval(), torch.zeros(1, 3)))
+    store = owner.node.store
+    store.import_npy(base / "secret.npy", tags=["secret"])
+    store.import_npy(base / "features.npy", tags=["features"])
+    store.import_csv(base / "labelled.csv", tags=["labelled"], label_column="y")
+    store.import_onnx(base / "model.onnx", tags=["model"])
+    yield owner
+    owner.close()
+
+
+@pytest.fixture
+def traps(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    canary = tmp_path / "canary.txt"
+    canary.write_text(SECRET)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    yield {"marker": tmp_path / "marker", "canary": canary, "listener": listener,
+           "port": listener.getsockname()[1]}
+    listener.close()
+
+
+def fill(attack: Attack, traps: dict[str, Any]) -> str:
+    return attack.source.replace("{marker}", str(traps["marker"])).replace(
+        "{canary}", str(traps["canary"])).replace("{port}", str(traps["port"])).replace(
+        "{{", "{").replace("}}", "}")
+
+
+def party_logs(owner: Owner) -> str:
+    return "".join(p.read_text(errors="replace")
+                   for p in (owner.node.data_dir / "logs").glob("*.log"))
+
+
+def assert_no_effect(out: dict[str, Any], traps: dict[str, Any], owner: Owner) -> None:
+    assert not traps["marker"].exists(), "the attack created its marker file"
+    assert SECRET not in json.dumps(out), "the canary's secret reached the result"
+    assert SECRET not in party_logs(owner), "the canary's secret reached the party log"
+    try:
+        conn, _ = traps["listener"].accept()
+        conn.close()
+        pytest.fail("the attack opened a connection")
+    except socket.timeout:
+        pass
+    assert "1000." not in json.dumps(out.get("result")), "a secret value reached the result"
+    assert "1000." not in party_log_of_last_run(owner), "a secret value reached the log"
+
+
+def party_log_of_last_run(owner: Owner) -> str:
+    logs = sorted((owner.node.data_dir / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-2].read_text(errors="replace") if len(logs) > 1 else ""
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_has_no_effect(owner: Owner, traps: dict[str, Any], attack: Attack) -> None:
+    out = owner.dry_run(fill(attack, traps))
+    assert_no_effect(out, traps, owner)
+    if attack.contained:  # defused: what leaves the party shows no share, the log is capped
+        assert "MPCTensor(" not in json.dumps(out["result"])
+        assert len(party_log_of_last_run(owner)) < LOG_CAP
+    else:
+        assert out["state"] != "succeeded", f"{attack.name} ran to the end: {out}"
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(ATTACKS) >= 60
+    assert len({a.category for a in ATTACKS}) >= 10
+    assert len(BENIGN) >= 10
+
+
+@pytest.mark.parametrize("name", sorted(BENIGN))
+def test_benign_job_runs_unchanged(owner: Owner, name: str) -> None:
+    out = owner.dry_run(BENIGN[name])
+    assert out["state"] == "succeeded", f"{name}: {out['reason']}"
+    assert out["result"] is not None
+
+
+def test_static_check_alone_stops_what_it_claims(traps: dict[str, Any]) -> None:
+    """Layer 2 alone: every source-level trick is refused before anything runs."""
+    refused = 0
+    for attack in ATTACKS:
+        if attack.category in ("import", "dunder", "eval", "human"):
+            with pytest.raises(static.JailRejected):
+                static.check(fill(attack, traps), "run")
+            refused += 1
+    assert refused >= 25
+
+
+RUNTIME_ALONE = ["subclasses-walk", "tensor-class-init-globals", "globals-of-api-function",
+                 "module-dict", "getattr-call", "format-field-access", "fstring-conversion",
+                 "share-attribute", "eval", "exec", "open-write", "open-read", "torch-load",
+                 "torch-ops", "raw-communicator", "dunder-import", "attribute-store",
+                 "reveal-to-everyone", "print-share"]
+
+
+@pytest.mark.parametrize("name", RUNTIME_ALONE)
+def test_runtime_layer_alone(owner: Owner, traps: dict[str, Any], name: str) -> None:
+    """Layer 3 with the static check and the OS lockdown switched off (a test build)."""
+    attack = next(a for a in ATTACKS if a.name == name)
+    out = owner.dry_run(fill(attack, traps), layers={"static": False, "runtime": True,
+                                                       "os": False})
+    assert_no_effect(out, traps, owner)
+    assert out["state"] == "failed" or attack.contained, out
+    assert "MPCTensor(" not in json.dumps(out["result"])
+
+
+OS_ALONE = ["open-write", "open-read", "socket-through-distributed", "subclasses-walk"]
+
+
+@pytest.mark.parametrize("name", OS_ALONE)
+def test_os_layer_alone(owner: Owner, traps: dict[str, Any], name: str) -> None:
+    """Layer 4 with the static check and the runtime jail switched off: the process itself
+    cannot write files, read outside the install, make sockets or start programs."""
+    confinement = owner.node.confinement
+    if name == "open-read" and not isinstance(confinement.get("landlock"), int):
+        pytest.skip(f"Landlock is not available here: {confinement.get('landlock')}")
+    attack = next(a for a in ATTACKS if a.name == name)
+    out = owner.dry_run(fill(attack, traps), layers={"static": False, "runtime": False,
+                                                       "os": True})
+    assert_no_effect(out, traps, owner)
+    assert out["state"] == "failed"
+    assert out["confinement"] and not out["confinement"].get("disabled")
+
+
+def test_without_any_layer_the_corpus_would_bite(owner: Owner, traps: dict[str, Any]) -> None:
+    """The harness can fail: with every layer off, the same attack does leave its marker."""
+    attack = next(a for a in ATTACKS if a.name == "open-write")
+    owner.dry_run(fill(attack, traps), layers={"static": False, "runtime": False, "os": False})
+    assert traps["marker"].exists()
+
+
+def test_confinement_is_recorded(owner: Owner) -> None:
+    out = owner.dry_run(BENIGN["statistics"])
+    assert out["state"] == "succeeded", out["reason"]
+    assert out["confinement"]["rlimits"]
+    assert "seccomp" in out["confinement"] and "landlock" in out["confinement"]
