@@ -13,10 +13,11 @@ Typical use, on the node's event loop::
     browser = Browser(aiozc, own_node_id=me, on_event=handle)
     publisher = Publisher(aiozc, node_id=me, name="alice", port=7001, catalog_version=3)
     await browser.start(); await publisher.start()
+    follow = asyncio.create_task(follow_interface_changes(aiozc, publisher, browser))
     ...
     await publisher.update(catalog_version=4)
     ...
-    await browser.close(); await publisher.close(); await aiozc.async_close()
+    follow.cancel(); await browser.close(); await publisher.close(); await aiozc.async_close()
 
 This package imports neither node/ nor gui/ (import-linter enforces it).
 """
@@ -28,6 +29,7 @@ from discovery.errors import DiscoveryError, ManualPeerError, NameConflict
 from discovery.interfaces import (
     LOOPBACK_ONLY,
     advertised_addresses,
+    follow_interface_changes,
     interface_addresses,
     make_zeroconf,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "Publisher",
     "advertised_addresses",
     "build_txt",
+    "follow_interface_changes",
     "interface_addresses",
     "make_zeroconf",
     "parse_address",

@@ -28,7 +28,7 @@ from typing import Any
 
 from discovery.browser import Browser, PeerEvent
 from discovery.errors import DiscoveryError
-from discovery.interfaces import advertised_addresses, make_zeroconf
+from discovery.interfaces import advertised_addresses, follow_interface_changes, make_zeroconf
 from discovery.publisher import DEFAULT_HOST_TTL, Publisher
 
 
@@ -59,7 +59,8 @@ async def _run(args: argparse.Namespace) -> int:
                 name=args.name,
                 port=args.port,
                 catalog_version=args.cv,
-                addresses=args.address or advertised_addresses(interfaces),
+                # None: this host's addresses, followed as they change (see --follow-interfaces)
+                addresses=args.address or (interfaces and advertised_addresses(interfaces)),
                 host_ttl=args.ttl,
                 other_ttl=max(args.ttl, 120),
             )
@@ -75,7 +76,16 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             _print({"event": "ready"})
             commands = None
+        follow = None
+        if interfaces is None and args.follow_interfaces > 0:
+            follow = asyncio.create_task(
+                follow_interface_changes(aiozc, publisher, browser, interval=args.follow_interfaces)
+            )
         await stop.wait()
+        if follow is not None:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
         if commands is not None:
             commands.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -127,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             action="append",
             metavar="ADDR",
             help="IPv4 address to run mDNS on (repeatable; default: all)",
+        )
+        cmd.add_argument(
+            "--follow-interfaces",
+            type=float,
+            default=30.0,
+            metavar="SECONDS",
+            help="without --interface: check for new or gone interfaces this often (0: never)",
         )
     publish = sub.choices["publish"]
     publish.add_argument("--id", required=True, help="node id (key fingerprint)")

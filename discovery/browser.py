@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from typing import Any, Literal, Self
 # The DNS classes are re-exported by zeroconf's package root (kept there for compatibility)
 # but left out of its __all__; the root is still the stable place to take them from.
 from zeroconf import (  # type: ignore[attr-defined]
+    DNSAddress,
     DNSOutgoing,
     DNSQuestion,
     DNSRecord,
@@ -50,7 +52,10 @@ from discovery.record import SERVICE_TYPE, PeerRecord, parse_peer, parse_txt_rda
 logger = logging.getLogger(__name__)
 
 # RFC 1035 numbers (zeroconf keeps its own copies private).
+_TYPE_A = 1
+_TYPE_PTR = 12
 _TYPE_TXT = 16
+_TYPE_AAAA = 28
 _TYPE_SRV = 33
 _CLASS_IN = 1
 _QUERY_FLAGS = 0  # QR bit clear: a query
@@ -110,8 +115,10 @@ class Browser:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._names: set[str] = set()  # service names the PTR says exist
-        self._held: dict[str, PeerRecord] = {}  # service name -> record we reported
-        self._name_of: dict[str, str] = {}  # node id -> service name that holds it
+        # Every resolved service, and for each node id the one service that speaks for it
+        # (a node renamed and restarted before its old records expired has two for a while).
+        self._records: dict[str, PeerRecord] = {}  # service name -> its record
+        self._owner: dict[str, str] = {}  # node id -> service name reported to the caller
         self._own_names: set[str] = set()
         self._pending: dict[str, ServiceStateChange] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -123,7 +130,7 @@ class Browser:
 
     @property
     def peers(self) -> dict[str, PeerRecord]:
-        return {record.node_id: record for record in self._held.values()}
+        return {node_id: self._records[name] for node_id, name in self._owner.items()}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -177,7 +184,12 @@ class Browser:
         self._schedule(name, state_change)
 
     def _schedule(self, name: str, state_change: ServiceStateChange) -> None:
-        self._pending[name] = state_change  # the latest word about a name wins
+        # The latest word about a name wins, except that "updated" does not hide "added".
+        if not (
+            state_change is ServiceStateChange.Updated
+            and self._pending.get(name) is ServiceStateChange.Added
+        ):
+            self._pending[name] = state_change
         if name not in self._workers:
             assert self._loop is not None
             task = self._loop.create_task(self._work(name), name="discovery-resolve")
@@ -199,9 +211,9 @@ class Browser:
                     if state_change is ServiceStateChange.Removed:
                         # The PTR went: a goodbye (or, after 19+ minutes, plain PTR expiry).
                         self._own_names.discard(name)
-                        self._drop(name, "goodbye")
+                        self._forget(name, "goodbye")
                     else:
-                        await self._resolve(name)
+                        await self._resolve(name, state_change is ServiceStateChange.Added)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # one bad peer must not stop discovery
@@ -209,7 +221,7 @@ class Browser:
         finally:
             self._workers.pop(name, None)
 
-    async def _resolve(self, name: str) -> None:
+    async def _resolve(self, name: str, new_instance: bool) -> None:
         zc = self._aiozc.zeroconf
         srv = self._live_srv(name, current_time_millis())
         self._attempted[name] = srv.created if srv is not None else current_time_millis()
@@ -219,42 +231,60 @@ class Browser:
             return
         if self._closed or name not in self._names:
             return
-        props = self._live_txt(name, current_time_millis())
-        record = parse_peer(
-            props if props is not None else info.properties, info.parsed_addresses()
-        )
+        now = current_time_millis()
+        props = self._live_txt(name, now)
+        addresses = info.parsed_addresses()
+        if info.server:
+            # After an address change the superseded A record lingers for a second (cache
+            # flush, TTL cut to 1 s): leave it out unless it is all there is.
+            flushed = _flushed_addresses(self._aiozc.zeroconf, info.server, now)
+            addresses = [a for a in addresses if a not in flushed] or addresses
+        record = parse_peer(props if props is not None else info.properties, addresses)
         if record is None:
-            self._drop(name, "invalid")
+            self._forget(name, "invalid")
             return
         if self._own_node_id is not None and record.node_id == self._own_node_id:
             self._own_names.add(name)
             return
-        self._store(name, record)
+        self._store(name, record, new_instance)
 
-    def _store(self, name: str, record: PeerRecord) -> None:
-        held = self._held.get(name)
-        if held is not None and held.node_id != record.node_id:
-            self._drop(name, "replaced")
-        owner = self._name_of.get(record.node_id)
-        previous = self._held.pop(owner, None) if owner is not None else None
-        if owner is not None and owner != name:
-            logger.debug("discovery: node %s moved to %s", record.node_id[:12], name[:80])
-        self._held[name] = record
-        self._name_of[record.node_id] = name
+    def _store(self, name: str, record: PeerRecord, new_instance: bool) -> None:
+        before = self._records.get(name)
+        if before is not None and before.node_id != record.node_id:
+            self._forget(name, "replaced")
+        self._records[name] = record
         self._wake.set()  # the liveness loop may need to wake earlier for this record
-        if previous is None:
+        owner = self._owner.get(record.node_id)
+        if owner is None:
+            self._owner[record.node_id] = name
             self._emit(PeerEvent("added", record))
-        elif not previous.same_as(record):
-            self._emit(PeerEvent("updated", record))
+        elif owner == name:
+            if before is None or not before.same_as(record):
+                self._emit(PeerEvent("updated", record))
+        elif new_instance:
+            # A new instance for a known node (renamed and restarted): it speaks from now on;
+            # the old one is left to its goodbye or its expiry, which then go unreported.
+            logger.debug("discovery: node %s now at %s", record.node_id[:12], name[:80])
+            self._owner[record.node_id] = name
+            self._refresh.pop(owner, None)
+            if not self._records[owner].same_as(record):
+                self._emit(PeerEvent("updated", record))
 
-    def _drop(self, name: str, reason: str) -> None:
+    def _forget(self, name: str, reason: str) -> None:
+        """Drop a service; if it spoke for a node, hand over to another live one or report."""
         self._refresh.pop(name, None)
-        record = self._held.pop(name, None)
-        if record is None:
+        record = self._records.pop(name, None)
+        if record is None or self._owner.get(record.node_id) != name:
             return
-        if self._name_of.get(record.node_id) == name:
-            del self._name_of[record.node_id]
-        self._emit(PeerEvent("removed", record, reason))
+        others = [(n, r) for n, r in self._records.items() if r.node_id == record.node_id]
+        if not others:
+            del self._owner[record.node_id]
+            self._emit(PeerEvent("removed", record, reason))
+            return
+        heir, heir_record = max(others, key=lambda item: item[1].last_seen)
+        self._owner[record.node_id] = heir
+        if not heir_record.same_as(record):
+            self._emit(PeerEvent("updated", heir_record))
 
     def _emit(self, event: PeerEvent) -> None:
         logger.debug(
@@ -289,16 +319,24 @@ class Browser:
     def _check_liveness(self, now: float) -> float:
         """Refresh, expire and rediscover; returns the seconds until the next thing is due."""
         due = now + self._check_interval * 1000
-        for name in list(self._held):
+        speaking = set(self._owner.values())
+        for name in list(self._records):
+            if name in self._pending:
+                # zeroconf's news about this name is queued for its worker: a goodbye removes
+                # the SRV before the worker runs, and must not be mistaken for an expiry.
+                continue
             srv = self._live_srv(name, now)
             if srv is None:
-                self._drop(name, "expired")
+                self._forget(name, "expired")
                 continue
             self._note_sign_of_life(name, srv, now)
-            due = min(due, self._maybe_refresh(name, srv, now))
+            if name in speaking:  # a superseded instance is left to expire
+                due = min(due, self._maybe_refresh(name, srv, now))
+            else:
+                due = min(due, srv.get_expiration_time(100))
         # A peer that restarts right after it expired re-announces records the cache may still
         # hold (expired, not yet purged): zeroconf then reports nothing, so look for it here.
-        for name in self._names - self._held.keys() - self._own_names - self._workers.keys():
+        for name in self._names - self._records.keys() - self._own_names - self._workers.keys():
             srv = self._live_srv(name, now)
             if srv is not None and srv.created > self._attempted.get(name, 0.0):
                 self._schedule(name, ServiceStateChange.Updated)
@@ -319,6 +357,12 @@ class Browser:
             return min(expires, created + offsets[sent] * 1000 + jitter)
         return expires
 
+    def query_now(self) -> None:
+        """Ask the link for every Parley service now (after joining a new network, say)."""
+        out = DNSOutgoing(_QUERY_FLAGS, multicast=True)
+        out.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
+        self._aiozc.zeroconf.async_send(out)
+
     def _send_refresh_query(self, name: str) -> None:
         out = DNSOutgoing(_QUERY_FLAGS, multicast=True)
         out.add_question(DNSQuestion(name, _TYPE_SRV, _CLASS_IN))
@@ -327,9 +371,9 @@ class Browser:
 
     def _note_sign_of_life(self, name: str, srv: DNSRecord, now: float) -> None:
         seen = time.time() - max(0.0, now - srv.created) / 1000
-        record = self._held[name]
+        record = self._records[name]
         if seen > record.last_seen + 0.5:
-            self._held[name] = replace(record, last_seen=seen)
+            self._records[name] = replace(record, last_seen=seen)
 
     def _live_srv(self, name: str, now: float) -> DNSService | None:
         return _longest_lived(self._aiozc.zeroconf, name, _TYPE_SRV, now)  # type: ignore[return-value]
@@ -353,6 +397,16 @@ def refresh_offsets(ttl: float) -> list[float]:
     gaps = [_RESPONDER_GAP_S * k for k in range(len(_REFRESH_AT), 0, -1)]
     offsets = [ttl - gap for gap in gaps if ttl - gap >= ttl / 2]
     return offsets or [ttl / 2]
+
+
+def _flushed_addresses(zc: Zeroconf, server: str, now: float) -> set[str]:
+    flushed = set()
+    for type_, family in ((_TYPE_A, socket.AF_INET), (_TYPE_AAAA, socket.AF_INET6)):
+        for record in zc.cache.async_all_by_details(server, type_, _CLASS_IN):
+            if isinstance(record, DNSAddress) and record.ttl <= 1 and not record.is_expired(now):
+                with contextlib.suppress(ValueError, OSError):
+                    flushed.add(socket.inet_ntop(family, record.address))
+    return flushed
 
 
 def _longest_lived(zc: Zeroconf, name: str, type_: int, now: float) -> DNSRecord | None:

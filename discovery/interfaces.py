@@ -5,24 +5,31 @@ Production uses every IPv4 interface (``make_zeroconf()`` with no argument). Tes
 (see PLATFORM.md); inside a network namespace that a test created, the default is safe.
 
 When the interface list changes (Wi-Fi joins, a VPN comes up, DHCP renews to a new address),
-python-zeroconf does not follow: it opens its sockets once, joining the multicast group on the
-addresses that existed at start. A new interface stays deaf and mute, a vanished one only logs
-send errors, and the published A records keep the old addresses. The cheap cure, which this
-package leaves to its owner (the node), is to poll ``interface_addresses()`` (every 30 s is
-plenty) and, when it changes, close the Browser, Publisher and AsyncZeroconf and create them
-again. Peers then see a goodbye followed by a fresh announcement; a browser on the other side
-keys peers by node id, so the peer comes back with its new address.
+python-zeroconf does not notice by itself: it opens its sockets at start, joining the multicast
+group on the addresses that existed then. A new interface stays deaf and mute, a vanished one
+only logs send errors, and the published A records keep the old addresses. zeroconf 0.154 can
+reconcile on request (``Zeroconf.async_update_interfaces``: sockets for new interfaces, none for
+gone ones, registrations re-announced), so ``follow_interface_changes`` polls the host's
+addresses (every 30 s by default; cheap) and, on a change, has zeroconf reconcile, the Publisher
+re-announce its addresses and the Browser ask the link again. Run it as a task the owner keeps,
+only with the default all-interfaces choice; a fixed interface list has nothing to follow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import ifaddr  # python-zeroconf's own dependency; zeroconf points to it for adapter lists
 from zeroconf import InterfaceChoice, IPVersion
 from zeroconf.asyncio import AsyncZeroconf
+
+if TYPE_CHECKING:  # runtime imports would be circular: both modules use this one
+    from discovery.browser import Browser
+    from discovery.publisher import Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,33 @@ def advertised_addresses(interfaces: Sequence[str] | None = None) -> list[str]:
         if not ipaddress.ip_address(a).is_loopback and not ipaddress.ip_address(a).is_link_local
     ]
     return usable or list(LOOPBACK_ONLY)
+
+
+async def follow_interface_changes(
+    aiozc: AsyncZeroconf,
+    publisher: Publisher | None = None,
+    browser: Browser | None = None,
+    *,
+    interval: float = 30.0,
+) -> None:
+    """Keep mDNS on this host's current interfaces; runs until cancelled."""
+    last = interface_addresses()
+    while True:
+        await asyncio.sleep(interval)
+        current = interface_addresses()
+        if current == last:
+            continue
+        logger.info("interfaces changed: %s -> %s", ", ".join(last), ", ".join(current))
+        last = current
+        try:
+            # New addresses first, so that the re-announcement on a new interface carries them.
+            if publisher is not None:
+                await publisher.refresh_addresses()
+            await aiozc.zeroconf.async_update_interfaces()
+            if browser is not None:
+                browser.query_now()
+        except Exception:  # the next change gets another try; discovery must go on
+            logger.exception("could not follow the interface change")
 
 
 def _is_ipv4(text: str) -> bool:

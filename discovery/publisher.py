@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-from zeroconf import NonUniqueNameException, ServiceInfo
+from zeroconf import (  # type: ignore[attr-defined]  # DNS classes: see browser.py
+    DNSAddress,
+    DNSOutgoing,
+    NonUniqueNameException,
+    ServiceInfo,
+)
 from zeroconf.asyncio import AsyncZeroconf
 
 from discovery.errors import DiscoveryError, NameConflict
@@ -23,6 +29,12 @@ logger = logging.getLogger(__name__)
 # raise any PTR TTL below 1125 s to 1125 s anyway.
 DEFAULT_HOST_TTL = 120
 DEFAULT_OTHER_TTL = 4500
+
+# RFC 1035/6762 numbers (zeroconf keeps its own copies private).
+_FLAGS_AUTHORITATIVE_RESPONSE = 0x8400  # QR (response) | AA
+_CLASS_IN_UNIQUE = 0x8001  # IN with the cache-flush bit
+_TYPE_A = 1
+_TYPE_AAAA = 28
 
 
 class Publisher:
@@ -50,6 +62,7 @@ class Publisher:
         self.name = clean_name(name)
         self.port = port
         self.catalog_version = catalog_version
+        self.follows_interfaces = addresses is None  # see refresh_addresses()
         self.addresses = list(advertised_addresses(None) if addresses is None else addresses)
         if not self.addresses:
             raise DiscoveryError("no IPv4 address to announce; pass addresses=[...]")
@@ -80,18 +93,50 @@ class Publisher:
             ", ".join(self.addresses),
         )
 
-    async def update(self, *, catalog_version: int | None = None, name: str | None = None) -> None:
-        """Re-announce with a new TXT record; browsers see it as ``updated`` at once."""
+    async def update(
+        self,
+        *,
+        catalog_version: int | None = None,
+        name: str | None = None,
+        addresses: Sequence[str] | None = None,
+    ) -> None:
+        """Re-announce with new TXT or address records; browsers see ``updated`` at once."""
         if catalog_version is not None:
             self.catalog_version = catalog_version
         if name is not None:
             self.name = clean_name(name)
+        gone: list[str] = []
+        if addresses is not None:
+            if not addresses:
+                raise DiscoveryError("no IPv4 address to announce; pass addresses=[...]")
+            gone = [a for a in self.addresses if a not in addresses]
+            self.addresses = list(addresses)
         if self._info is None:
             return  # not started: start() announces the new values
+        if gone:
+            self._say_goodbye_to(gone)
         info = self._make_info()
         await (await self._aiozc.async_update_service(info))
         self._info = info
-        logger.debug("re-announced %s: cv %d", self.instance_name, self.catalog_version)
+        logger.debug(
+            "re-announced %s: cv %d on %s",
+            self.instance_name,
+            self.catalog_version,
+            ", ".join(self.addresses),
+        )
+
+    async def refresh_addresses(self) -> bool:
+        """Re-announce if this host's addresses changed (only when none were given at creation).
+
+        Returns True when it re-announced.
+        """
+        if not self.follows_interfaces:
+            return False
+        current = advertised_addresses(None)
+        if current == self.addresses:
+            return False
+        await self.update(addresses=current)
+        return True
 
     async def close(self) -> None:
         """Send goodbye packets (TTL 0), so browsers drop us now rather than on expiry."""
@@ -112,6 +157,21 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _say_goodbye_to(self, addresses: list[str]) -> None:
+        """Withdraw address records (TTL 0) before announcing their replacements.
+
+        The cache-flush bit alone does not evict a record a browser received less than a second
+        earlier (RFC 6762 10.2), so without this a quick change would leave the old address
+        listed for a whole host TTL.
+        """
+        out = DNSOutgoing(_FLAGS_AUTHORITATIVE_RESPONSE, multicast=True)
+        for text in addresses:
+            address = ipaddress.ip_address(text)
+            type_ = _TYPE_A if address.version == 4 else _TYPE_AAAA
+            record = DNSAddress(self.server, type_, _CLASS_IN_UNIQUE, 0, address.packed)
+            out.add_answer_at_time(record, 0)
+        self._aiozc.zeroconf.async_send(out)
 
     def _make_info(self) -> ServiceInfo:
         return ServiceInfo(

@@ -163,7 +163,7 @@ class Node:
     def _approved(self, job_id: str, reason: str) -> JobRecord:
         job = self.jobs.transition(job_id, PARTY, "approved", reason,
                                    expect=["awaiting_approval"])
-        self.jobs.update(job_id, PARTY, detail={"approved": True})
+        self.jobs.update(job_id, PARTY, detail={"approved": True, "approved_by": reason})
         return self.jobs.get(job_id, PARTY)
 
     def approve(self, job_id: str, proposal_hash: str | None = None) -> JobRecord:
@@ -282,7 +282,8 @@ class Node:
 
     async def dry_run(self, source: str, entry: str, layers: dict[str, bool] | None = None,
                       bindings: dict[str, str] | None = None,
-                      reveal: dict[str, Any] | None = None) -> dict[str, Any]:
+                      reveal: dict[str, Any] | None = None, time_s: float = 180
+                      ) -> dict[str, Any]:
         """Run job source as a single party against this node's store, through the same
         layers as a real job (``layers`` exists for tests that take one away). Every tag the
         source loads is read from this store; ``src`` ranks all mean this party. The reveal
@@ -316,7 +317,7 @@ class Node:
             "result_to": [0], "reveal": reveal or {"to": list(range(16)), "everyone": True,
                                                    "budget": proposals.DEFAULT_BUDGET},
             "threads": 1, "timeouts": {"rendezvous": 30, "op": 10},
-            "limits": {"cpu_s": 120, "memory_bytes": 8 << 30, "log_bytes": 1 << 20},
+            "limits": {"cpu_s": int(time_s), "memory_bytes": 8 << 30, "log_bytes": 1 << 20},
             "layers": layers,
         }
         run = await self.launcher.launch("dry-run", 1)
@@ -325,7 +326,7 @@ class Node:
             events.append({"event": name, **data})
 
         events: list[dict[str, Any]] = []
-        outcome = await run.supervise(spec, blobs, 180, ignore)
+        outcome = await run.supervise(spec, blobs, time_s, ignore)
         confinement = next((e.get("confinement") for e in events if e["event"] == "locked"),
                            None)
         return {"state": outcome.state, "reason": outcome.reason, "kind": outcome.kind,

@@ -26,6 +26,7 @@ from netns import Namespace, NamespacesUnavailable, switched_namespaces
 from zeroconf import ServiceInfo
 
 from discovery import (
+    DEFAULT_HOST_TTL,
     SERVICE_TYPE,
     Browser,
     ManualPeerError,
@@ -43,7 +44,10 @@ from discovery.browser import refresh_offsets
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = ["127.0.0.1"]
-TTL = 4  # host TTL for test publishers: a killed one must vanish within about this
+# Host TTL for the publishers of the expiry test: a killed one must vanish within about this.
+# Short, yet leaving the survivors three refresh queries a second apart (a starved CPU must not
+# fake a death). The other tests keep the production default, so only a goodbye can remove.
+SHORT_TTL = 6
 PID = os.getpid()
 
 Event = dict[str, Any]
@@ -60,6 +64,8 @@ class PeerProcess:
         *,
         interfaces: list[str] | None = LOOPBACK,
         prefix: list[str] | None = None,
+        ttl: int = DEFAULT_HOST_TTL,
+        extra: list[str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.name = name
@@ -78,7 +84,8 @@ class PeerProcess:
             "--port",
             str(port),
             "--ttl",
-            str(TTL),
+            str(ttl),
+            *(extra or []),
         ]
         for address in interfaces or []:
             cmd += ["--interface", address]
@@ -209,7 +216,7 @@ def test_loopback_peers_appear_update_and_say_goodbye(spawn: Callable[..., PeerP
     bob.stop()
     for me in (alice, carol):
         event = me.wait_peer("removed", bob, timeout=5)
-        assert event["reason"] == "goodbye"
+        assert event["reason"] == "goodbye", me.events
 
     for me in everyone:
         assert me.peer_events(me.node_id) == [], "a node must not list itself"
@@ -223,9 +230,9 @@ def test_loopback_peers_appear_update_and_say_goodbye(spawn: Callable[..., PeerP
 
 
 def test_loopback_killed_peer_expires_then_returns(spawn: Callable[..., PeerProcess]) -> None:
-    alice = spawn(f"t{PID}-alice2", "alice", 7201)
-    bob = spawn(f"t{PID}-bob2", "bob", 7202)
-    carol = spawn(f"t{PID}-carol2", "carol", 7203)
+    alice = spawn(f"t{PID}-alice2", "alice", 7201, ttl=SHORT_TTL)
+    bob = spawn(f"t{PID}-bob2", "bob", 7202, ttl=SHORT_TTL)
+    carol = spawn(f"t{PID}-carol2", "carol", 7203, ttl=SHORT_TTL)
     for me, others in ((alice, (bob, carol)), (bob, (alice, carol))):
         for other in others:
             me.wait_peer("added", other)
@@ -236,18 +243,88 @@ def test_loopback_killed_peer_expires_then_returns(spawn: Callable[..., PeerProc
     carol.proc.wait(timeout=10)
     gone = {}
     for me in (alice, bob):
-        event = me.wait_peer("removed", carol, timeout=TTL + 10)
-        assert event["reason"] == "expired"
+        event = me.wait_peer("removed", carol, timeout=SHORT_TTL + 10)
+        assert event["reason"] == "expired", me.events
         gone[me.name] = next(t for t, e in me.events if e is event) - killed_at
-    print(f"\nSIGKILLed peer removed after {gone} s (host TTL {TTL} s)")
+    print(f"\nSIGKILLed peer removed after {gone} s (host TTL {SHORT_TTL} s)")
 
     # The same node restarts right away (its expired records may still sit in the caches).
-    carol_again = spawn(carol.node_id, "carol", 7213)
+    carol_again = spawn(carol.node_id, "carol", 7213, ttl=SHORT_TTL)
     for me in (alice, bob):
         me.wait_peer("added", carol_again, port=7213)
     # alice and bob never lost each other while carol came and went.
     assert not [e for e in alice.peer_events(bob.node_id) if e["event"] == "removed"]
     assert not [e for e in bob.peer_events(alice.node_id) if e["event"] == "removed"]
+
+
+async def test_a_node_under_a_new_instance_name_stays_one_peer() -> None:
+    """Renamed, then restarted before its old records expired: one peer, updated, not removed."""
+    zc_a, zc_b = make_zeroconf(LOOPBACK), make_zeroconf(LOOPBACK)
+    node_id = f"t{PID}-renamed"
+    browser = Browser(zc_a)
+    old = Publisher(zc_b, node_id=node_id, name="old name", port=7801, addresses=LOOPBACK)
+    new = Publisher(zc_b, node_id=node_id, name="new name", port=7801, addresses=LOOPBACK)
+    assert old.instance_name != new.instance_name
+
+    async def next_event() -> PeerEvent:
+        while (event := await browser.events.get()).record.node_id != node_id:
+            pass
+        return event
+
+    try:
+        await browser.start()
+        await old.start()
+        assert (await asyncio.wait_for(next_event(), 10)).kind == "added"
+        await new.start()
+        event = await asyncio.wait_for(next_event(), 10)
+        assert (event.kind, event.record.name) == ("updated", "new name")
+        await old.close()  # the stale instance goes: the node itself stays
+        await new.update(catalog_version=5)  # a later event proves the goodbye was handled
+        event = await asyncio.wait_for(next_event(), 10)
+        assert (event.kind, event.record.catalog_version) == ("updated", 5), event
+        assert browser.peers[node_id].name == "new name"
+    finally:
+        await browser.close()
+        await new.close()
+        await zc_a.async_close()
+        await zc_b.async_close()
+
+
+async def test_live_peer_is_refreshed_past_its_ttl() -> None:
+    """A quiet but live peer stays listed: the browser re-queries its SRV before it lapses."""
+    ttl = 4
+    zc_a, zc_b = make_zeroconf(LOOPBACK), make_zeroconf(LOOPBACK)
+    node_id = f"t{PID}-quiet"
+    browser = Browser(zc_a)
+    quiet = Publisher(
+        zc_b, node_id=node_id, name="quiet", port=7701, addresses=LOOPBACK, host_ttl=ttl
+    )
+    try:
+        await browser.start()
+        await quiet.start()
+        while (event := await asyncio.wait_for(browser.events.get(), 10)).record.node_id != node_id:
+            pass
+        first_seen = event.record.last_seen
+        deadline = time.monotonic() + 3 * ttl
+        # Only answers to refresh queries can move last_seen this far past the announcement.
+        while (peer := browser.peers.get(node_id)) and peer.last_seen < first_seen + 0.9 * ttl:
+            assert time.monotonic() < deadline, "no refresh answered within 3 TTLs"
+            await asyncio.sleep(0.1)
+        assert peer is not None, f"a live peer expired: {browser.events}"
+        removed = [e for e in _drain(browser.events) if e.record.node_id == node_id]
+        assert removed == []
+    finally:
+        await browser.close()
+        await quiet.close()
+        await zc_a.async_close()
+        await zc_b.async_close()
+
+
+def _drain(queue: asyncio.Queue[PeerEvent]) -> list[PeerEvent]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 @pytest.mark.parametrize("ttl", [1, 2, 3, 4, 5, 10, 19, 20, 120, 4500])
@@ -450,6 +527,9 @@ async def test_browser_events_reach_an_async_callback() -> None:
         await other.update(catalog_version=2)
         updated = await asyncio.wait_for(next_event("updated"), 10)
         assert updated.record.catalog_version == 2
+        await other.update(addresses=["127.0.0.2"])  # a new DHCP lease, say
+        moved = await asyncio.wait_for(next_event("updated"), 10)
+        assert (moved.record.host, moved.record.addresses) == ("127.0.0.2", ("127.0.0.2",))
         await other.close()
         removed = await asyncio.wait_for(next_event("removed"), 10)
         assert (removed.record.node_id, removed.reason) == (f"t{PID}-cb-other", "goodbye")
@@ -486,27 +566,50 @@ def _netns_list() -> list[str]:
 def test_three_namespaces_see_each_other(
     three_hosts: list[Namespace], spawn: Callable[..., PeerProcess]
 ) -> None:
-    """The default Zeroconf() (every interface) inside each namespace, as on a real LAN."""
+    """The default Zeroconf() (every interface) inside each namespace, as on a real LAN.
+
+    The third host starts before its network is up (a laptop whose Wi-Fi joins later): it is
+    found, at its LAN address, once the address appears.
+    """
+    late = three_hosts[2]
+    _ip("-n", late.name, "addr", "del", f"{late.address}/24", "dev", late.ifname)
     peers = [
-        spawn(f"t{PID}-ns{i}", f"host{i}", 7600 + i, interfaces=None, prefix=host.exec_prefix())
+        spawn(
+            f"t{PID}-ns{i}",
+            f"host{i}",
+            7600 + i,
+            interfaces=None,
+            prefix=host.exec_prefix(),
+            extra=["--follow-interfaces", "0.2"],
+        )
         for i, host in enumerate(three_hosts, start=1)
     ]
+    ready = peers[2].wait_for("ready", lambda e: e["event"] == "ready", 10)
+    assert ready["addresses"] == ["127.0.0.1"]  # nothing else yet: seen by this host only
+    for me, other in ((peers[0], peers[1]), (peers[1], peers[0])):
+        me.wait_peer("added", other, host=three_hosts[peers.index(other)].address)
+    _ip("-n", late.name, "addr", "add", f"{late.address}/24", "dev", late.ifname)
+
     for me, my_host in zip(peers, three_hosts):
         ready = me.wait_for("ready", lambda e: e["event"] == "ready", 10)
-        assert ready["addresses"] == [my_host.address]  # the veth's, not the loopback's
         for other, host in zip(peers, three_hosts):
             if other is not me:
-                me.wait_peer(
-                    "added",
-                    other,
-                    host=host.address,
-                    addresses=[host.address],
-                    port=other.port,
-                    name=other.name,
+                # The first word about a peer is its LAN address, never a loopback one.
+                first = me.wait_for(
+                    f"news of {other.name}",
+                    lambda e, o=other: e.get("peer", {}).get("node_id") == o.node_id,
+                    10,
                 )
+                assert first["event"] == "added", first
+                assert first["peer"]["addresses"] == [host.address], first
+                assert (first["peer"]["port"], first["peer"]["name"]) == (other.port, other.name)
     peers[0].stop()
     for me in peers[1:]:
         assert me.wait_peer("removed", peers[0], timeout=5)["reason"] == "goodbye"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 # -- 4. manual peers -----------------------------------------------------------------------

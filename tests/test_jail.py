@@ -25,8 +25,9 @@ from tests.jail_corpus import ATTACKS, BENIGN, Attack
 
 SECRET = "CANARY-7f3a9c-DO-NOT-LEAK"
 ALL = {"static": True, "runtime": True, "os": True}
-# What a proposal's reveal map would say: decrypt to rank 0 only, at most 20 elements.
-REVEAL = {"to": [0], "everyone": False, "budget": 20}
+# What a proposal's reveal map would say: decrypt to rank 0 only, at most 1000 elements
+# (the over-budget attack asks for 1200).
+REVEAL = {"to": [0], "everyone": False, "budget": 1000}
 LOG_CAP = 70_000  # BoundedPrint's 64,000 bytes plus the party's own lines
 
 
@@ -46,7 +47,8 @@ class Owner:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def dry_run(self, source: str, layers: dict[str, bool] | None = None) -> dict[str, Any]:
-        return self.call(self.node.dry_run(source, "run", layers=layers or ALL, reveal=REVEAL))
+        return self.call(self.node.dry_run(source, "run", layers=layers or ALL, reveal=REVEAL,
+                                           time_s=20))
 
     def close(self) -> None:
         self.call(self.node.close())
