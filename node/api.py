@@ -18,6 +18,7 @@ from aiohttp import web
 
 from node.core import PARTY, Node
 from node.errors import ParleyError, ProposalError
+from node.identity import AuthError
 from node.orchestrator import ORCH, Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     """Every failure becomes a problem document; never a bare 500 or a traceback."""
     try:
         return await handler(request)
+    except AuthError as exc:
+        return problem(401, "Unauthorized", f"{exc.message} (reason: {exc.reason})",
+                       exc.problem_type)
     except ParleyError as exc:
         return problem(exc.http_status, type(exc).__name__, exc.message, exc.problem_type)
     except web.HTTPException as exc:
@@ -66,46 +70,99 @@ def _query_float(request: web.Request, key: str, default: float, high: float) ->
 
 
 # -- peer API ------------------------------------------------------------------------------
+async def sender_of(request: web.Request) -> str:
+    """Every peer request but the pairing handshake is signed by a paired node."""
+    return await request.app[NODE].trust.authenticate(request)
+
+
 async def peer_catalog(request: web.Request) -> web.Response:
+    await sender_of(request)
     return web.json_response(request.app[NODE].catalog(request.query.getall("tag", [])))
 
 
 async def peer_propose(request: web.Request) -> web.Response:
-    job = await request.app[NODE].receive_proposal(await body_json(request))
+    sender = await sender_of(request)
+    job = await request.app[NODE].receive_proposal(await body_json(request), sender)
     return web.json_response(job.public(), status=201)
 
 
 async def peer_job(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE].jobs.get(request.match_info["job"], PARTY).public())
+    sender = await sender_of(request)
+    node = request.app[NODE]
+    job = node.jobs.get(request.match_info["job"], PARTY)
+    node._from_orchestrator(job, sender)
+    return web.json_response(job.public())
 
 
 async def peer_start(request: web.Request) -> web.Response:
+    sender = await sender_of(request)
     body = await body_json(request)
     rendezvous = body.get("rendezvous") if isinstance(body, dict) else None
-    out = await request.app[NODE].start_party(request.match_info["job"], rendezvous)
+    out = await request.app[NODE].start_party(request.match_info["job"], rendezvous, sender)
     return web.json_response(out)
 
 
 async def peer_cancel(request: web.Request) -> web.Response:
+    sender = await sender_of(request)
     body = await body_json(request)
     reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
-    job = await request.app[NODE].cancel_party(request.match_info["job"], reason)
+    job = await request.app[NODE].cancel_party(request.match_info["job"], reason, sender)
     return web.json_response(job.public())
 
 
 async def peer_result(request: web.Request) -> web.Response:
-    return web.json_response({"value": request.app[NODE].released_result(
-        request.match_info["job"])})
+    sender = await sender_of(request)
+    return web.json_response(request.app[NODE].released_result(request.match_info["job"],
+                                                               sender))
+
+
+async def peer_events(request: web.Request) -> web.Response:
+    """Events of the jobs the asking node orchestrates."""
+    sender = await sender_of(request)
+    node = request.app[NODE]
+    after = int(_query_float(request, "after", 0, 2**62))
+    timeout = _query_float(request, "timeout", 0, 30)
+    found = await node.wait_events(after, request.query.get("job"), timeout)
+    mine = {j.id for j in node.jobs.list(role=PARTY)
+            if j.proposal["orchestrator"].get("node_id") == sender}
+    return web.json_response({"events": [e for e in found
+                                         if e["role"] == PARTY and e["job_id"] in mine]})
+
+
+async def peer_whoami(request: web.Request) -> web.Response:
+    """Unauthenticated and public, like an mDNS record: it proves nothing."""
+    node = request.app[NODE]
+    return web.json_response({"node_id": node.node_id, "name": node.name,
+                              "catalog_version": node.store.catalog_version()})
+
+
+async def pairing_hello(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    answer = node.trust.hello(await body_json(request), request.remote or "")
+    node.notify()
+    return web.json_response(answer)
+
+
+async def pairing_reveal(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    node.trust.reveal(request.match_info["pairing"], await body_json(request))
+    node.notify()
+    return web.json_response({"ok": True})
+
+
+async def pairing_confirm(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await node.trust.remote_confirm(request.match_info["pairing"], request)
+    node.notify()
+    return web.json_response({"ok": True})
 
 
 async def events(request: web.Request) -> web.Response:
     node = request.app[NODE]
     after = int(_query_float(request, "after", 0, 2**62))
     timeout = _query_float(request, "timeout", 0, 30)
-    found = await node.wait_events(after, request.query.get("job"), timeout)
-    if request.app.get(TOKEN) is None:  # peers see party-role events only
-        found = [e for e in found if e["role"] == PARTY]
-    return web.json_response({"events": found})
+    return web.json_response({"events": await node.wait_events(after, request.query.get("job"),
+                                                               timeout)})
 
 
 def peer_app(node: Node) -> web.Application:
@@ -118,7 +175,11 @@ def peer_app(node: Node) -> web.Application:
         web.post("/peer/v1/jobs/{job}/start", peer_start),
         web.post("/peer/v1/jobs/{job}/cancel", peer_cancel),
         web.get("/peer/v1/jobs/{job}/result", peer_result),
-        web.get("/peer/v1/events", events),
+        web.get("/peer/v1/events", peer_events),
+        web.get("/peer/v1/whoami", peer_whoami),
+        web.post("/peer/v1/pairing/hello", pairing_hello),
+        web.post("/peer/v1/pairing/{pairing}/reveal", pairing_reveal),
+        web.post("/peer/v1/pairing/{pairing}/confirm", pairing_confirm),
     ])
     return app
 
@@ -255,6 +316,80 @@ async def admin_dry_run(request: web.Request) -> web.Response:
     return web.json_response(await request.app[NODE].dry_run(body["source"], str(entry)))
 
 
+async def admin_peers(request: web.Request) -> web.Response:
+    book = request.app[NODE].trust.peers
+    return web.json_response({"peers": [p.public(book.name_clash(p)) for p in book.list()]})
+
+
+def _address(text: Any) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ProposalError(f"'{text}' is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+async def admin_pair(request: web.Request) -> web.Response:
+    body = await body_json(request)
+    node = request.app[NODE]
+    target = body.get("peer") if isinstance(body, dict) else None
+    if not isinstance(target, str):
+        raise ProposalError("expected {\"peer\": NAME or HOST:PORT}")
+    if ":" in target and target.rsplit(":", 1)[1].isdigit():
+        host, port = _address(target)
+    else:
+        peer = node.trust.peers.find(target)
+        host, port = peer.host, peer.port
+    pairing = await node.trust.start_pairing(host, port)
+    node.notify()
+    return web.json_response(pairing.public(), status=201)
+
+
+async def admin_pairings(request: web.Request) -> web.Response:
+    return web.json_response({"pairings": request.app[NODE].trust.list_pairings()})
+
+
+async def admin_pairing_decide(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    pairing_id, action = request.match_info["pairing"], request.match_info["action"]
+    if action == "confirm":
+        pairing = await node.trust.confirm(pairing_id)
+    elif action == "reject":
+        pairing = node.trust.reject(pairing_id)
+    else:
+        raise web.HTTPNotFound()
+    node.notify()
+    return web.json_response(pairing.public())
+
+
+async def admin_unpair(request: web.Request) -> web.Response:
+    peer = request.app[NODE].trust.unpair(request.match_info["peer"])
+    return web.json_response(peer.public())
+
+
+async def admin_add_peer(request: web.Request) -> web.Response:
+    body = await body_json(request)
+    host, port = _address(body.get("address") if isinstance(body, dict) else None)
+    node = request.app[NODE]
+    node.trust.peers.add_manual(f"{host}:{port}")
+    await request.app[ORCHESTRATOR].probe_manual()
+    return web.json_response({"added": f"{host}:{port}"}, status=201)
+
+
+async def admin_search(request: web.Request) -> web.Response:
+    tags = request.query.getall("tag", [])
+    wait = _query_float(request, "timeout", 3.0, 30)
+    return web.json_response(await request.app[ORCHESTRATOR].search(tags, wait))
+
+
+async def admin_audit(request: web.Request) -> web.Response:
+    audit = request.app[NODE].audit
+    report = audit.verify()
+    entries = audit.entries(after=int(_query_float(request, "after", 0, 2**62)))
+    return web.json_response({"entries": entries, "verify": {
+        "ok": report.ok, "entries": report.entries, "first_bad_seq": report.first_bad_seq,
+        "problem": report.problem}})
+
+
 def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Application:
     app = web.Application(middlewares=[problems, owner_only], client_max_size=MAX_BODY)
     app[NODE] = node
@@ -277,6 +412,14 @@ def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Applica
         web.post("/admin/v1/policies", admin_add_policy),
         web.delete("/admin/v1/policies", admin_remove_policy),
         web.post("/admin/v1/dry-run", admin_dry_run),
+        web.get("/admin/v1/peers", admin_peers),
+        web.post("/admin/v1/peers", admin_add_peer),
+        web.delete("/admin/v1/peers/{peer}", admin_unpair),
+        web.post("/admin/v1/pairings", admin_pair),
+        web.get("/admin/v1/pairings", admin_pairings),
+        web.post("/admin/v1/pairings/{pairing}/{action}", admin_pairing_decide),
+        web.get("/admin/v1/search", admin_search),
+        web.get("/admin/v1/audit", admin_audit),
     ])
     return app
 

@@ -99,6 +99,8 @@ def parley(runs: int) -> list[dict[str, float]]:
         for node in nodes:
             node.start()
         alice, bob, carol = nodes
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            a.pair_with(b)
         alice.client.publish(resource("alice_model.onnx"), tags=["bc-model"])
         bob.client.publish(resource("bob_inference.csv"), tags=["bc-inference"])
         job = run_multiworkers([alice.party, bob.party], client=carol.client,

@@ -50,7 +50,8 @@ def cmd_node(args: argparse.Namespace) -> int:
               f"only for demos and tests.\n{banner}", file=sys.stderr, flush=True)
     server = NodeServer(path, args.name or path.name, host=args.host, peer_port=args.port,
                         admin_port=args.admin_port, auto_approve=args.auto_approve,
-                        accept_reduced_isolation=args.accept_reduced_isolation)
+                        accept_reduced_isolation=args.accept_reduced_isolation,
+                        mdns=not args.no_mdns, mdns_interfaces=args.mdns_interface or None)
     asyncio.run(serve_forever(server))
     return 0
 
@@ -81,10 +82,10 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def _party(text: str) -> Party:
-    name, sep, url = text.partition("=")
-    if not sep or not url.startswith("http"):
-        raise ParleyError(f"--party {text!r}: write NAME=URL, e.g. bob=http://127.0.0.1:7002")
-    return Party(name, url)
+    if not text or "=" in text or "/" in text:
+        raise ParleyError(f"--party {text!r}: name a paired peer (or this node) by its name "
+                          f"or node id; `parley peers` lists them")
+    return Party(text)
 
 
 def _binding(text: str, kind: str) -> dict[str, Any]:
@@ -214,6 +215,100 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_peers(args: argparse.Namespace) -> int:
+    client = _client(args)
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        table = _table([[p["name"], p["node_id"], p["state"] + ("" if p["online"] else
+                                                                 " (offline)"),
+                         f"{p['host']}:{p['port']}", p["source"]] for p in rows],
+                       ["NAME", "NODE ID", "TRUST", "ADDRESS", "SEEN BY"])
+        warnings = [f"WARNING: {p['name']} ({p['node_id']}): {p['name_clash']}" for p in rows
+                    if p.get("name_clash")]
+        pending = [f"pairing request {q['id']} with {q['name']}: code {q['code']} "
+                   f"({'confirmed here' if q['local_confirmed'] else 'confirm with parley pair --confirm ' + q['id']})"
+                   for q in client.pairings() if q["state"] == "pending"]
+        return "\n".join([table, *warnings, *pending])
+
+    if not args.watch:
+        _print(args, client.peers(), text)
+        return 0
+    last = None
+    try:
+        while True:
+            rows = client.peers()
+            if rows != last:
+                print(json.dumps(rows) if args.json else f"--- {time.strftime('%H:%M:%S')}\n"
+                      + text(rows), flush=True)
+                last = rows
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.confirm or args.reject:
+        out = client.decide_pairing(args.confirm or args.reject, confirm=bool(args.confirm))
+        _print(args, out, lambda q: f"pairing with {q['name']}: {q['state']}"
+               + ("" if q["state"] == "paired" else " (waiting for the other owner)"
+                  if q["local_confirmed"] else ""))
+        return 0
+    if not args.peer:
+        _print(args, client.pairings(), lambda rows: _table(
+            [[q["id"], q["name"], q["code"], q["state"], f"{q['expires_in_s']}s"] for q in rows],
+            ["PAIRING", "PEER", "CODE", "STATE", "EXPIRES"]))
+        return 0
+    out = client.pair(args.peer)
+    _print(args, out, lambda q: f"pairing with {q['name']} ({q['node_id']})\n"
+           f"  code: {q['code']}\n  check that {q['name']}'s owner sees the same code, then "
+           f"run: parley pair --confirm {q['id']}")
+    return 0
+
+
+def cmd_unpair(args: argparse.Namespace) -> int:
+    out = _client(args).unpair(args.peer)
+    _print(args, out, lambda p: f"unpaired {p['name']} ({p['node_id']})")
+    return 0
+
+
+def cmd_add_peer(args: argparse.Namespace) -> int:
+    out = _client(args).add_peer(args.address)
+    _print(args, out, lambda o: f"added {o['added']}; `parley peers` shows it once it answers")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    out = _client(args).search(args.tag, args.timeout)
+
+    def text(o: dict[str, Any]) -> str:
+        rows = [[m["node"]["name"], a["id"], a["kind"], a["name"], ",".join(a["tags"]),
+                 _shape(a)] for m in o["matches"] for a in m["assets"]]
+        lines = [_table(rows, ["NODE", "ID", "KIND", "NAME", "TAGS", "SHAPE"])]
+        lines += [f"slow, not waited for: {n}" for n in o["slow"]]
+        lines += [f"no answer from {e['node']}: {e['error']}" for e in o["errors"]]
+        return "\n".join(lines)
+
+    _print(args, out, text)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    out = _client(args).audit()
+
+    def text(o: dict[str, Any]) -> str:
+        lines = [f"{e['seq']:5d} {e['time']} {e['kind']:<9} " + " ".join(
+            f"{k}={v}" for k, v in sorted(e["fields"].items())) for e in o["entries"]]
+        v = o["verify"]
+        lines.append(f"chain: {'intact' if v['ok'] else 'BROKEN'} ({v['entries']} entries)"
+                     + ("" if v["ok"] else f"; first bad entry {v['first_bad_seq']}: "
+                        f"{v['problem']}"))
+        return "\n".join(lines)
+
+    _print(args, out, text)
+    return 0 if out["verify"]["ok"] else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import main as demo_main
 
@@ -250,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="approve every proposal without asking (demos and tests only)")
     p.add_argument("--accept-reduced-isolation", action="store_true",
                    help="run source jobs even where the OS offers no seccomp or Landlock")
+    p.add_argument("--no-mdns", action="store_true", help="do not publish or browse over mDNS")
+    p.add_argument("--mdns-interface", action="append", default=[],
+                   help="IPv4 address to use for mDNS (repeat; default: all interfaces)")
 
     p = add("publish", cmd_publish, "import a dataset (.csv, .npy) or model (.onnx)")
     p.add_argument("file")
@@ -265,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
             "or a plan (.json)")
     p.add_argument("file")
     p.add_argument("--party", action="append", default=[], required=True,
-                   help="NAME=URL of a party's peer API, in rank order (repeat)")
+                   help="a party (a paired peer or this node, by name or node id), in rank "
+                        "order (repeat)")
     p.add_argument("--data", action="append", default=[], help="TAG@RANK: a dataset binding")
     p.add_argument("--model", action="append", default=[], help="TAG@RANK: a model binding")
     p.add_argument("--entry", default="run", help="the function to run (default: run)")
@@ -311,6 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--wait", action="store_true")
     p.add_argument("--timeout", type=float, default=3600)
+
+    p = add("peers", cmd_peers, "peers on the network and their trust state")
+    p.add_argument("--watch", action="store_true", help="keep watching for changes")
+
+    p = add("pair", cmd_pair, "pair with a peer (NAME or HOST:PORT); without one, list "
+            "pairing requests")
+    p.add_argument("peer", nargs="?")
+    p.add_argument("--confirm", metavar="PAIRING", help="the codes match: confirm")
+    p.add_argument("--reject", metavar="PAIRING", help="the codes differ: reject")
+
+    p = add("unpair", cmd_unpair, "revoke a paired peer")
+    p.add_argument("peer")
+
+    p = add("add-peer", cmd_add_peer, "add a peer by HOST:PORT where multicast does not reach")
+    p.add_argument("address")
+
+    p = add("search", cmd_search, "find assets by tags across every paired peer")
+    p.add_argument("tag", nargs="+")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for peers")
+
+    p = add("audit", cmd_audit, "this node's audit log, with its hash chain verified")
 
     p = add("demo", cmd_demo, "three local nodes compute on data none of them shares",
             json_out=False)

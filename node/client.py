@@ -31,11 +31,13 @@ from node.wire import decode
 
 @dataclass(frozen=True)
 class Party:
+    """A party of a job: a paired peer (or this node), by name or by node id."""
+
     name: str
-    url: str
+    node_id: str = ""
 
     def spec(self) -> dict[str, str]:
-        return {"name": self.name, "url": self.url}
+        return {"name": self.name, **({"node_id": self.node_id} if self.node_id else {})}
 
 
 class NodeClient:
@@ -112,6 +114,35 @@ class NodeClient:
     def remove_policy(self, orchestrator: str, kind: str) -> dict[str, Any]:
         return self.call("DELETE", "/admin/v1/policies", {"orchestrator": orchestrator,
                                                           "kind": kind})
+
+    # -- peers and trust ------------------------------------------------------------------
+    def peers(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/admin/v1/peers")["peers"]
+
+    def add_peer(self, address: str) -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/peers", {"address": address})
+
+    def pair(self, peer: str) -> dict[str, Any]:
+        """Ask a peer (name or HOST:PORT) to pair; the answer carries the code to compare."""
+        return self.call("POST", "/admin/v1/pairings", {"peer": peer})
+
+    def pairings(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/admin/v1/pairings")["pairings"]
+
+    def decide_pairing(self, pairing_id: str, confirm: bool) -> dict[str, Any]:
+        action = "confirm" if confirm else "reject"
+        return self.call("POST", f"/admin/v1/pairings/{pairing_id}/{action}", {})
+
+    def unpair(self, peer: str) -> dict[str, Any]:
+        return self.call("DELETE", f"/admin/v1/peers/{urllib.request.quote(peer)}")
+
+    def search(self, tags: Iterable[str], timeout: float = 3.0) -> dict[str, Any]:
+        query = "&".join(f"tag={urllib.request.quote(t)}" for t in tags)
+        return self.call("GET", f"/admin/v1/search?{query}&timeout={timeout}",
+                         timeout=timeout + 10)
+
+    def audit(self) -> dict[str, Any]:
+        return self.call("GET", "/admin/v1/audit")
 
     def dry_run(self, source: str, entry: str = "run") -> dict[str, Any]:
         return self.call("POST", "/admin/v1/dry-run", {"source": source, "entry": entry},

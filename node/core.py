@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ from typing import Any
 from node import proposal as proposals
 from node import review
 from node.jail import lockdown, static
-from node.errors import JobStateError, ParleyError, ProposalError
+from node.errors import Forbidden, JobStateError, ParleyError, ProposalError
 from node.jobs import JobBook, JobRecord
 from node.runner import PartyProcess, SpawnLauncher, free_port, party_threads
 
 ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 from node.store import Asset, Store
+from node.trust import Trust
 
 logger = logging.getLogger(__name__)
 PARTY = "party"
@@ -40,7 +40,9 @@ class Node:
         self.auto_approve = auto_approve
         self.confinement = lockdown.available()
         self.accept_reduced_isolation = accept_reduced_isolation
-        self.node_id = self._load_or_make("node.id", lambda: "n-" + secrets.token_hex(8))
+        self.trust = Trust(data_dir, name)
+        self.node_id = self.trust.node_id
+        self.audit = self.trust.audit
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir)
         self.launcher = launcher or SpawnLauncher(data_dir / "party-logs")
@@ -52,14 +54,6 @@ class Node:
         if interrupted:
             logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
                            ", ".join(interrupted))
-
-    def _load_or_make(self, filename: str, make: Any) -> str:
-        path = self.data_dir / filename
-        if path.exists():
-            return path.read_text().strip()
-        value = make()
-        path.write_text(value + "\n")
-        return value
 
     # -- lifecycle ----------------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -75,6 +69,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.launcher.close()
+        await self.trust.close()
         self.store.close()
         self.jobs.close()
 
@@ -97,7 +92,15 @@ class Node:
                 pass
 
     def identity(self) -> dict[str, Any]:
-        return {"id": self.node_id, "name": self.name, "url": self.peer_url}
+        return {"id": self.node_id, "name": self.name, "url": self.peer_url,
+                "cert_sha256": self.trust.identity.cert_der_sha256}
+
+    def _from_orchestrator(self, job: JobRecord, sender: str | None) -> None:
+        """Job control and results belong to the node that orchestrated the job."""
+        if sender is not None and sender != job.proposal["orchestrator"].get("node_id"):
+            self.audit.append("refusal", job=job.id, sender=sender,
+                              reason="not the job's orchestrator")
+            raise Forbidden(f"only the node that orchestrated {job.id} may do that")
 
     # -- assets -------------------------------------------------------------------------
     async def publish(self, path: str, *, name: str | None = None, tags: list[str] = (),
@@ -126,7 +129,19 @@ class Node:
                 "assets": [a.public() for a in self.store.list(tags)]}
 
     # -- proposals received (party role) ------------------------------------------------
-    async def receive_proposal(self, body: Any) -> JobRecord:
+    async def receive_proposal(self, body: Any, sender: str | None = None) -> JobRecord:
+        """A proposal from ``sender`` (the authenticated node id; None in unit tests)."""
+        try:
+            return await self._receive_proposal(body, sender)
+        except ParleyError as exc:
+            self.audit.append("refusal", what="proposal", sender=sender or "",
+                              job=str(body.get("proposal", {}).get("job_id", ""))[:40]
+                              if isinstance(body, dict) and isinstance(body.get("proposal"),
+                                                                       dict) else "",
+                              reason=exc.message[:300])
+            raise
+
+    async def _receive_proposal(self, body: Any, sender: str | None) -> JobRecord:
         if not isinstance(body, dict) or "proposal" not in body:
             raise ProposalError("expected {\"proposal\": {...}, \"rank\": n}")
         p = proposals.validate(body["proposal"])
@@ -134,6 +149,14 @@ class Node:
         if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < len(
                 p["parties"]):
             raise ProposalError("rank: must be one of the proposal's party ranks")
+        if sender is not None:
+            if sender != p["orchestrator"].get("node_id"):
+                raise Forbidden("the proposal names another node as its orchestrator")
+            if proposals.party_of(p, rank).get("node_id") != self.node_id:
+                raise ProposalError(f"rank {rank} of this proposal is another node, not this one")
+            if not self.trust.check_signature(sender, proposals.proposal_hash(p),
+                                              str(body.get("signature", ""))):
+                raise Forbidden("the proposal is not signed by its orchestrator")
         kind = proposals.code_kind(p)
         if kind == "source" and not self.os_confined and not self.accept_reduced_isolation:
             raise ProposalError("this node cannot confine job code on this system (no seccomp "
@@ -144,7 +167,10 @@ class Node:
         last = self.jobs.last_approved_source(orchestrator, p.get("title", ""), p["job_id"])
         material = await asyncio.to_thread(review.build, p, rank, self.store, last)
         job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
-                               proposals.proposal_hash(p), rank, detail={"review": material})
+                               proposals.proposal_hash(p), rank,
+                               detail={"review": material, "signature": body.get("signature")})
+        self.audit.append("proposal", job=job.id, hash=job.proposal_hash, orchestrator=orchestrator,
+                          sender=sender or "", code=kind)
         logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator, rank, kind)
         if self.auto_approve:
             job = self._approved(job.id, "approved automatically (node started with "
@@ -164,6 +190,8 @@ class Node:
         job = self.jobs.transition(job_id, PARTY, "approved", reason,
                                    expect=["awaiting_approval"])
         self.jobs.update(job_id, PARTY, detail={"approved": True, "approved_by": reason})
+        self.audit.append("decision", job=job_id, hash=job.proposal_hash, decision="approved",
+                          by=reason)
         return self.jobs.get(job_id, PARTY)
 
     def approve(self, job_id: str, proposal_hash: str | None = None) -> JobRecord:
@@ -179,11 +207,15 @@ class Node:
         reason = reason.strip() or "no reason given"
         job = self.jobs.transition(job_id, PARTY, "rejected", f"rejected by the owner: {reason}",
                                    expect=["awaiting_approval"])
+        self.audit.append("decision", job=job_id, hash=job.proposal_hash, decision="rejected",
+                          by="owner", reason=reason[:300])
         self.notify()
         return job
 
-    async def start_party(self, job_id: str, rendezvous: str | None) -> dict[str, Any]:
+    async def start_party(self, job_id: str, rendezvous: str | None,
+                          sender: str | None = None) -> dict[str, Any]:
         job = self.jobs.get(job_id, PARTY)
+        self._from_orchestrator(job, sender)
         if job.state != "approved":
             raise JobStateError(f"job {job_id} is {job.state}; only an approved job can start")
         p = job.proposal
@@ -219,6 +251,7 @@ class Node:
             self.notify()
             raise
         self._runs[job_id] = run
+        self.audit.append("run", job=job_id, event="started", rank=job.rank)
         self.spawn(self._supervise(job_id, run, spec, blobs, limits["time_s"]))
         return {"rendezvous": rendezvous, "state": "starting"}
 
@@ -249,6 +282,10 @@ class Node:
                 self.jobs.transition(job_id, PARTY, "running", "")
             if name == "locked":
                 self.jobs.update(job_id, PARTY, detail={"confinement": data.get("confinement")})
+            if name == "reveal":
+                dst = data.get("dst")
+                self.audit.append("reveal", job=job_id, to="every party" if dst is None
+                                  else f"rank {dst}", elements=int(data.get("elements", 0)))
             self.jobs.add_event(job_id, PARTY, name, data)
             self.notify()
 
@@ -265,11 +302,14 @@ class Node:
             self.jobs.transition(job_id, PARTY, outcome.state, outcome.reason)
         except JobStateError:
             pass  # already ended (e.g. cancelled while reporting)
+        self.audit.append("run", job=job_id, event=outcome.state, reason=outcome.reason[:300])
         logger.info("job %s: party ended %s %s", job_id, outcome.state, outcome.reason)
         self.notify()
 
-    async def cancel_party(self, job_id: str, reason: str) -> JobRecord:
+    async def cancel_party(self, job_id: str, reason: str, sender: str | None = None
+                           ) -> JobRecord:
         job = self.jobs.get(job_id, PARTY)
+        self._from_orchestrator(job, sender)
         reason = f"cancelled: {reason.strip() or 'by the orchestrator'}"
         run = self._runs.get(job_id)
         if run is not None:
@@ -333,13 +373,17 @@ class Node:
                 "result": outcome.result, "confinement": confinement,
                 "timings": outcome.timings, "stats": outcome.stats}
 
-    def released_result(self, job_id: str) -> Any:
+    def released_result(self, job_id: str, sender: str | None = None) -> dict[str, Any]:
+        """The value this party releases to the job's orchestrator, signed by this node."""
         job = self.jobs.get(job_id, PARTY)
+        self._from_orchestrator(job, sender)
         if job.state != "succeeded":
             raise JobStateError(f"job {job_id} is {job.state}; it has no result")
         if job.result is None:
             raise JobStateError(f"job {job_id} releases no result from rank {job.rank}")
-        return job.result["value"]
+        value = job.result["value"]
+        self.audit.append("release", job=job_id, to=sender or "orchestrator", rank=job.rank)
+        return {"value": value, "signature": self.trust.sign_result(job_id, job.rank, value)}
 
     def write_runtime_file(self, admin_url: str, token: str) -> Path:
         """Where the CLI and the GUI find this node: admin URL and token (owner-only file)."""

@@ -175,6 +175,10 @@ def main(keep: bool = False) -> int:
             node.start()
         print(f"three nodes up on the loopback in {time.monotonic() - t0:.1f}s: "
               + ", ".join(f"{n.name} {n.peer_url}" for n in nodes))
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            a.pair_with(b)
+        print("  paired alice-bob, alice-carol, bob-carol (both owners compared the 6-digit "
+              "code and confirmed; TLS pinned, requests signed)")
         publish = {
             alice: [("alice_model.onnx", ["bc-model"], None),
                     ("alice_features.csv", ["bc-features-a"], None),

@@ -12,6 +12,7 @@
     +-- UnknownJob              no job with that id on this node
     +-- JobFailed               a job ended failed or cancelled (the reason in the message)
     +-- NodeUnreachable         a node did not answer (address in the message)
+    +-- Forbidden               an authenticated peer asked for what is not theirs
 
 Every message says what happened and what to do next. HTTP handlers turn these into RFC 9457
 problem details with a stable ``type`` (see ``ParleyError.problem_type``).
@@ -58,6 +59,13 @@ class ProposalError(ParleyError):
 class JobStateError(ParleyError):
     problem_type = "https://parley.example/problems/job-state"
     http_status = 409
+
+
+class Forbidden(ParleyError):
+    """An authenticated peer asked for something that is not theirs."""
+
+    problem_type = "https://parley.example/problems/forbidden"
+    http_status = 403
 
 
 class UnknownJob(ParleyError):

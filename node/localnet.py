@@ -22,7 +22,7 @@ class LocalNode:
     """A ``parley node`` child process with its own data dir."""
 
     def __init__(self, name: str, data_dir: Path, auto_approve: bool = False,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = ("--no-mdns",)) -> None:
         self.name = name
         self.data_dir = Path(data_dir)
         self.auto_approve = auto_approve
@@ -30,6 +30,7 @@ class LocalNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: NodeClient | None = None
         self.peer_url = ""
+        self.node_id = ""
 
     def start(self, timeout: float = 60) -> LocalNode:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,7 @@ class LocalNode:
                     if info.get("pid") == self.proc.pid:
                         self.client = NodeClient(info["admin_url"], info["token"])
                         self.peer_url = info["peer_url"]
+                        self.node_id = info["id"]
                         return self
                 except ValueError:
                     pass
@@ -65,7 +67,21 @@ class LocalNode:
 
     @property
     def party(self) -> Party:
-        return Party(self.name, self.peer_url)
+        return Party(self.name, self.node_id)
+
+    @property
+    def address(self) -> str:
+        return self.peer_url.removeprefix("https://")
+
+    def pair_with(self, other: LocalNode) -> None:
+        """Pair two nodes as their owners would: ask, compare the codes, both confirm."""
+        assert self.client is not None and other.client is not None
+        asked = self.client.pair(other.address)
+        theirs = next(p for p in other.client.pairings() if p["id"] == asked["id"])
+        if theirs["code"] != asked["code"]:
+            raise NodeUnreachable(f"pairing codes differ ({asked['code']} / {theirs['code']})")
+        other.client.decide_pairing(asked["id"], confirm=True)
+        self.client.decide_pairing(asked["id"], confirm=True)
 
     @property
     def pid(self) -> int:

@@ -10,9 +10,11 @@ orchestrator already knows is coming.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -32,30 +34,88 @@ _SECONDARY = ("lost the connection", "stopped answering", "cancelled:")
 class Orchestrator:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._http: aiohttp.ClientSession | None = None
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        return self._http
+        self.trust = node.trust
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        pass  # sessions belong to node.trust
 
     # -- peer calls ---------------------------------------------------------------------
-    async def _call(self, method: str, url: str, body: Any = None) -> Any:
+    async def _call(self, method: str, party: dict[str, Any], path: str, body: Any = None) -> Any:
+        """A signed request to a paired node over TLS pinned to its certificate."""
+        url = party["url"] + path
+        data = json.dumps(body).encode() if body is not None else b""
+        node_id = party["node_id"]
+        session = self.trust.session(node_id, self.trust.pin_of(node_id))
+        headers = self.trust.signed_headers(method, url, data, node_id)
         try:
-            async with self.http.request(method, url, json=body) as resp:
-                data = await resp.json(content_type=None)
+            async with session.request(method, url, data=data or None, headers=headers) as resp:
+                answer = await resp.json(content_type=None)
                 if resp.status >= 400:
-                    detail = data.get("detail") if isinstance(data, dict) else None
+                    detail = answer.get("detail") if isinstance(answer, dict) else None
                     raise ParleyError(detail or f"HTTP {resp.status}")
-                return data
+                return answer
+        except aiohttp.ClientConnectorCertificateError:
+            raise ParleyError(f"{party['name']} presented another certificate than the one "
+                              f"paired: not the node you paired with") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise NodeUnreachable(f"{url.split('/peer/')[0]} did not answer ({type(exc).__name__})"
-                                  ) from None
+            raise NodeUnreachable(f"{party['name']} ({party['url']}) did not answer "
+                                  f"({type(exc).__name__})") from None
+
+    def resolve(self, ref: Any) -> dict[str, str]:
+        """A party named by the orchestrator's owner: this node, or a paired peer."""
+        if isinstance(ref, dict):
+            key = ref.get("node_id") or ref.get("name")
+        else:
+            key = ref
+        if key in (self.node.node_id, self.node.name):
+            return {"name": self.node.name, "url": self.node.peer_url,
+                    "node_id": self.node.node_id}
+        if not isinstance(key, str):
+            raise ProposalError("parties: name each party by its name or node id")
+        peer = self.trust.peers.find(key)
+        if not peer.paired:
+            raise ProposalError(f"{peer.name} is not paired with this node; pair first with "
+                                f"`parley pair {peer.name}`")
+        return {"name": peer.name, "url": peer.url, "node_id": peer.node_id}
+
+    # -- the network --------------------------------------------------------------------
+    async def search(self, tags: list[str], wait_s: float) -> dict[str, Any]:
+        """Every paired peer's catalog at once; slow peers are reported, not waited for."""
+        me = {"name": self.node.name, "url": self.node.peer_url, "node_id": self.node.node_id}
+        targets = [me] + [{"name": p.name, "url": p.url, "node_id": p.node_id}
+                          for p in self.trust.peers.paired()]
+        query = "&".join(f"tag={quote(t)}" for t in tags)
+        tasks = {asyncio.ensure_future(self._call("GET", t, f"/peer/v1/catalog?{query}")):
+                 t for t in targets}
+        done, pending = await asyncio.wait(tasks, timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        matches, errors = [], []
+        for task in done:
+            target = tasks[task]
+            if task.exception() is not None:
+                exc = task.exception()
+                errors.append({"node": target["name"], "error": getattr(exc, "message",
+                                                                       repr(exc))})
+            elif task.result()["assets"]:
+                matches.append({"node": {**target}, "assets": task.result()["assets"]})
+        return {"tags": tags, "matches": sorted(matches, key=lambda m: m["node"]["name"]),
+                "slow": sorted(tasks[t]["name"] for t in pending), "errors": errors}
+
+    async def probe_manual(self) -> None:
+        """Ask each manually added address who it is (an unauthenticated hello is not
+        needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
+        for address in self.trust.peers.manual():
+            host, _, port = address.rpartition(":")
+            url = f"https://{host}:{port}/peer/v1/whoami"
+            try:
+                session = self.trust.session(None, None, with_cert=False)
+                async with session.get(url) as resp:
+                    info = await resp.json(content_type=None)
+                self.trust.peers.seen(info["node_id"], info["name"], host, int(port), "manual",
+                                      int(info.get("catalog_version", 0)))
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+                logger.info("manual peer %s did not answer", address)
 
     # -- compose and submit -------------------------------------------------------------
     def compose(self, spec: Any) -> dict[str, Any]:
@@ -80,10 +140,9 @@ class Orchestrator:
             "version": proposals.VERSION,
             "job_id": proposals.new_job_id(),
             "title": spec.get("title", ""),
-            "orchestrator": {"name": self.node.name, "url": self.node.peer_url},
-            "parties": [{"name": q.get("name", f"party{i}") if isinstance(q, dict) else "",
-                         "url": (q.get("url", "") if isinstance(q, dict) else "").rstrip("/"),
-                         "rank": i} for i, q in enumerate(parties)],
+            "orchestrator": {"name": self.node.name, "url": self.node.peer_url,
+                             "node_id": self.node.node_id},
+            "parties": [{**self.resolve(q), "rank": i} for i, q in enumerate(parties)],
             "code": code,
             "bindings": bindings,
             "reveal": {"to": spec.get("reveal_to", spec.get("result_to", [0])),
@@ -157,8 +216,11 @@ class Orchestrator:
                 return
             result = {}
             for rank in p["reveal"]["result_to"]:
-                url = p["parties"][rank]["url"]
-                data = await self._call("GET", f"{url}/peer/v1/jobs/{job_id}/result")
+                party = p["parties"][rank]
+                data = await self._call("GET", party, f"/peer/v1/jobs/{job_id}/result")
+                if not self.trust.check_result(party["node_id"], job_id, rank, data["value"],
+                                               data.get("signature", "")):
+                    raise ParleyError(f"the result from {party['name']} is not signed by it")
                 result[str(rank)] = data["value"]
             self.node.jobs.update(job_id, ORCH, result=result)
             self._set(job_id, "succeeded")
@@ -174,9 +236,11 @@ class Orchestrator:
                                         f"({type(exc).__name__}); see its log")
 
     async def _propose(self, job_id: str, p: dict[str, Any]) -> None:
+        signature = self.trust.sign_proposal(proposals.proposal_hash(p))
+
         async def one(party: dict[str, Any]) -> None:
-            await self._call("POST", f"{party['url']}/peer/v1/proposals",
-                             {"proposal": p, "rank": party["rank"]})
+            await self._call("POST", party, "/peer/v1/proposals",
+                             {"proposal": p, "rank": party["rank"], "signature": signature})
             self._party_detail(job_id, party["rank"], state="awaiting_approval")
 
         results = await asyncio.gather(*(one(q) for q in p["parties"]), return_exceptions=True)
@@ -191,7 +255,7 @@ class Orchestrator:
         async def one(party: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             rank = party["rank"]
             try:
-                state = await self._call("GET", f"{party['url']}/peer/v1/jobs/{job_id}")
+                state = await self._call("GET", party, f"/peer/v1/jobs/{job_id}")
                 seen[rank] = time.monotonic()
             except NodeUnreachable:
                 if time.monotonic() - seen.setdefault(rank, time.monotonic()) > UNREACHABLE_AFTER_S:
@@ -239,12 +303,12 @@ class Orchestrator:
 
     async def _start(self, job_id: str, p: dict[str, Any]) -> None:
         by_rank = {q["rank"]: q for q in p["parties"]}
-        first = await self._call("POST", f"{by_rank[0]['url']}/peer/v1/jobs/{job_id}/start", {})
+        first = await self._call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
         rendezvous = first["rendezvous"]
         self.node.jobs.update(job_id, ORCH, detail={"rendezvous": rendezvous})
         others = [q for r, q in sorted(by_rank.items()) if r != 0]
         results = await asyncio.gather(*(
-            self._call("POST", f"{q['url']}/peer/v1/jobs/{job_id}/start",
+            self._call("POST", q, f"/peer/v1/jobs/{job_id}/start",
                        {"rendezvous": rendezvous}) for q in others), return_exceptions=True)
         for party, res in zip(others, results):
             if isinstance(res, BaseException):
@@ -276,7 +340,7 @@ class Orchestrator:
                           ) -> None:
         async def one(party: dict[str, Any]) -> None:
             try:
-                await self._call("POST", f"{party['url']}/peer/v1/jobs/{p['job_id']}/cancel",
+                await self._call("POST", party, f"/peer/v1/jobs/{p['job_id']}/cancel",
                                  {"reason": reason})
             except ParleyError:
                 pass  # unknown job there, or unreachable: nothing more we can do from here

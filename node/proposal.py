@@ -4,8 +4,8 @@ A proposal is JSON. The orchestrator sends the same proposal to every party; its
 an owner approves. Shape (version 1)::
 
     {"version": 1, "job_id": "j-…", "title": "…",
-     "orchestrator": {"name": "carol", "url": "http://…"},
-     "parties": [{"name": "alice", "url": "http://…", "rank": 0}, …],        ranks 0..n-1
+     "orchestrator": {"name": "carol", "url": "https://…", "node_id": "n-…"},
+     "parties": [{"name": "alice", "url": "https://…", "node_id": "n-…", "rank": 0}, …],
      "code": {"kind": "source", "source": "def run(crypten): …", "entry": "run"}
           or {"kind": "plan", "plan": {…}}  (node/plans.py; rendered to Python by each node),
      "bindings": [{"tag": "bc-model", "rank": 0, "kind": "model"},
@@ -65,14 +65,16 @@ def validate(p: Any) -> dict[str, Any]:
           "must be a string of at most 200 characters")
     orch = p.get("orchestrator")
     _need(isinstance(orch, dict) and isinstance(orch.get("name"), str)
-          and isinstance(orch.get("url"), str), "orchestrator", "needs a name and a url")
+          and isinstance(orch.get("url"), str) and isinstance(orch.get("node_id"), str),
+          "orchestrator", "needs a name, a url and a node id")
     parties = p.get("parties")
     _need(isinstance(parties, list) and 2 <= len(parties) <= 16, "parties",
           "must list 2 to 16 parties")
     for i, party in enumerate(parties):
         _need(isinstance(party, dict) and isinstance(party.get("name"), str)
-              and isinstance(party.get("url"), str) and _int(party.get("rank")),
-              f"parties[{i}]", "needs a name, a url and an integer rank")
+              and isinstance(party.get("url"), str) and _int(party.get("rank"))
+              and isinstance(party.get("node_id"), str),
+              f"parties[{i}]", "needs a name, a url, a node id and an integer rank")
     ranks = sorted(party["rank"] for party in parties)
     _need(ranks == list(range(len(parties))), "parties", "ranks must be 0..n-1, each once")
     code = p.get("code")

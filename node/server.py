@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -22,7 +23,13 @@ class NodeServer:
 
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1", peer_port: int = 0,
                  admin_port: int = 0, auto_approve: bool = False,
-                 accept_reduced_isolation: bool = False) -> None:
+                 accept_reduced_isolation: bool = False, mdns: bool = True,
+                 mdns_interfaces: list[str] | None = None) -> None:
+        self.mdns = mdns
+        self.mdns_interfaces = mdns_interfaces
+        self._zeroconf: Any = None
+        self._publisher: Any = None
+        self._browser: Any = None
         self.data_dir = data_dir
         self.name = name
         self.host = host
@@ -36,10 +43,11 @@ class NodeServer:
         self._runners: list[web.AppRunner] = []
         self.admin_url = ""
 
-    async def _site(self, app: web.Application, host: str, port: int) -> int:
+    async def _site(self, app: web.Application, host: str, port: int,
+                    ssl_context: Any = None) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         server = site._server  # the bound socket tells the real port when 0 was asked
@@ -49,8 +57,12 @@ class NodeServer:
         self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve,
                          accept_reduced_isolation=self.accept_reduced_isolation)
         self.orchestrator = Orchestrator(self.node)
-        port = await self._site(peer_app(self.node), self.host, self.peer_port)
-        self.node.peer_url = f"http://{self.host}:{port}"
+        port = await self._site(peer_app(self.node), self.host, self.peer_port,
+                                ssl_context=self.node.trust.server_ctx)
+        self.node.peer_url = f"https://{self.host}:{port}"
+        self.node.trust.peer_port = port
+        if self.mdns:
+            await self._start_discovery(port)
         admin_port = await self._site(admin_app(self.node, self.orchestrator, self.token),
                                       "127.0.0.1", self.admin_port)
         self.admin_url = f"http://127.0.0.1:{admin_port}"
@@ -58,7 +70,52 @@ class NodeServer:
         logger.info("node %s (%s): peer API %s, admin API %s", self.name, self.node.node_id,
                     self.node.peer_url, self.admin_url)
 
+    async def _start_discovery(self, port: int) -> None:
+        """Publish this node and follow the others over mDNS (names and addresses only:
+        trust comes from pairing, never from a TXT record)."""
+        from discovery.browser import Browser
+        from discovery.interfaces import make_zeroconf
+        from discovery.publisher import Publisher
+
+        assert self.node is not None
+        node = self.node
+        self._zeroconf = make_zeroconf(self.mdns_interfaces)
+        self._publisher = Publisher(self._zeroconf, node_id=node.node_id, name=node.name,
+                                    port=port, catalog_version=node.store.catalog_version(),
+                                    addresses=self.mdns_interfaces)
+        await self._publisher.start()
+
+        async def on_event(event: Any) -> None:
+            rec = event.record
+            if event.kind == "removed":
+                node.trust.peers.offline(rec.node_id)
+            else:
+                node.trust.peers.seen(rec.node_id, rec.name, rec.host, rec.port, "mdns",
+                                      rec.catalog_version)
+            node.notify()
+
+        self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)
+        await self._browser.start()
+        node.spawn(self._follow_catalog())
+
+    async def _follow_catalog(self) -> None:
+        """Announce a new catalog version when assets change (peers re-read the catalog)."""
+        assert self.node is not None
+        announced = self.node.store.catalog_version()
+        while True:
+            await asyncio.sleep(1.0)
+            version = self.node.store.catalog_version()
+            if version != announced and self._publisher is not None:
+                await self._publisher.update(catalog_version=version)
+                announced = version
+
     async def stop(self) -> None:
+        if self._browser is not None:
+            await self._browser.close()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._zeroconf is not None:
+            await self._zeroconf.async_close()
         for runner in self._runners:
             await runner.cleanup()
         if self.orchestrator:

@@ -34,10 +34,16 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
     """Start real ``parley node`` processes; all are stopped and checked at teardown."""
     started: list[LocalNode] = []
 
-    def make(name: str, auto_approve: bool = True, data_dir: Path | None = None) -> LocalNode:
+    def make(name: str, auto_approve: bool = True, data_dir: Path | None = None,
+             pair: bool = True) -> LocalNode:
+        """A node, paired with every node this test started before (unless pair=False)."""
         node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve)
+        node.start()
+        if pair:
+            for other in started:
+                node.pair_with(other)
         started.append(node)
-        return node.start()
+        return node
 
     before = set(all_party_processes())
     yield make

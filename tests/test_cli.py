@@ -63,8 +63,8 @@ def test_owner_workflow_through_the_cli(make_node, tmp_path):
     job_file.write_text("def run(crypten):\n"
                         "    x = crypten.load('wages', 0)\n"
                         "    return x.sum(0).get_plain_text(dst=0)\n")
-    out = parley("submit", str(job_file), "--party", f"alice={alice.peer_url}",
-                 "--party", f"bob={bob.peer_url}", "--data", "wages@0", "--json",
+    out = parley("submit", str(job_file), "--party", "alice",
+                 "--party", "bob", "--data", "wages@0", "--json",
                  "--data-dir", a)
     assert out.returncode == 0, out.stderr
     job_id = json.loads(out.stdout)["id"]

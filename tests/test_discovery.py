@@ -101,6 +101,7 @@ class PeerProcess:
         )
         self.events: list[tuple[float, Event]] = []
         self.stderr: list[str] = []
+        self.group: list[PeerProcess] = [self]  # whose logs to show when a wait fails
         self._cond = threading.Condition()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
@@ -126,10 +127,12 @@ class PeerProcess:
         with self._cond:
             found = self._cond.wait_for(find, timeout)
         if found is None:
-            tail = "\n".join(self.stderr[-25:])
+            logs = "\n".join(
+                f"--- {p.name} stderr:\n" + "\n".join(p.stderr[-25:]) for p in self.group
+            )
             pytest.fail(
                 f"{self.name}: timed out after {timeout:g} s waiting for {what}\n"
-                f"events: {[e for _, e in self.events]}\nstderr tail:\n{tail}"
+                f"events: {[e for _, e in self.events]}\n{logs}"
             )
         return found
 
@@ -176,6 +179,7 @@ def spawn() -> Iterator[Callable[..., PeerProcess]]:
 
     def make(node_id: str, name: str, port: int, **kwargs: Any) -> PeerProcess:
         started.append(PeerProcess(node_id, name, port, **kwargs))
+        started[-1].group = started
         return started[-1]
 
     yield make

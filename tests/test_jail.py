@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -128,6 +129,12 @@ def party_log_of_last_run(owner: Owner) -> str:
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack_has_no_effect(owner: Owner, traps: dict[str, Any], attack: Attack) -> None:
     out = owner.dry_run(fill(attack, traps))
+    report = os.environ.get("PARLEY_CORPUS_REPORT")  # figures for notes: who stopped what
+    if report:
+        with open(report, "a") as f:
+            f.write(json.dumps({"attack": attack.name, "category": attack.category,
+                                "state": out["state"], "kind": out["kind"],
+                                "reason": out["reason"][:160]}) + "\n")
     assert_no_effect(out, traps, owner)
     if attack.contained:  # defused: what leaves the party shows no share, the log is capped
         assert "MPCTensor(" not in json.dumps(out["result"])

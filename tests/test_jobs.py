@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from node.client import NodeClient, results
 from node.errors import ParleyError
 from node.localnet import LocalNode, party_pids
 from tests.conftest import JOB_TIMEOUT, wait_until
+from tests.peerclient import peer_request
 
 SUM_JOB = '''
 def run(crypten):
@@ -234,22 +233,16 @@ def test_refusals_are_clear_and_lose_nothing(make_node, tmp_path):
         spec([alice, bob], source, [("nums", 0, "model")]))["id"], timeout=30)
     assert "is a dataset" in done["reason"]
 
-    # a malformed proposal straight to the peer API: a problem document, nothing stored
-    req = urllib.request.Request(bob.peer_url + "/peer/v1/proposals", method="POST",
-                                 data=json.dumps({"proposal": {"version": 1}, "rank": 0}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 422
-    problem = json.loads(err.value.read())
+    # a malformed proposal straight to the peer API, signed by a paired node: a problem
+    # document, nothing stored
+    status, problem = peer_request(alice.data_dir, bob.peer_url, bob.node_id, "POST",
+                                   "/peer/v1/proposals", {"proposal": {"version": 1}, "rank": 0})
+    assert status == 422
     assert problem["type"].endswith("/bad-proposal") and "job_id" in problem["detail"]
-    req = urllib.request.Request(bob.peer_url + "/peer/v1/proposals", method="POST",
-                                 data=b"{not json", headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 422 and "not valid JSON" in json.loads(err.value.read())["detail"]
-    assert bob.client.jobs(role="party") == [j for j in bob.client.jobs(role="party")
-                                             if j["state"] != "awaiting_approval"]
+    status, problem = peer_request(alice.data_dir, bob.peer_url, bob.node_id, "POST",
+                                   "/peer/v1/proposals", "{not json")
+    assert status == 422 and "expected" in problem["detail"]
+    assert not bob.client.jobs(role="party", states=["awaiting_approval"])
 
     # the job's own error: a clear reason with the line, and the nodes keep working
     bad = "def run(crypten):\n    x = crypten.load('nums', 0)\n    return x.no_such_method()\n"
