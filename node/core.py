@@ -20,7 +20,7 @@ from node import review
 from node.jail import lockdown, static
 from node.errors import Forbidden, JobStateError, ParleyError, ProposalError
 from node.jobs import JobBook, JobRecord
-from node.runner import PartyProcess, SpawnLauncher, free_port, party_threads
+from node.runner import PartyProcess, SpawnLauncher, free_port, interface_of, party_threads
 
 ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 from node.store import Asset, Store
@@ -234,7 +234,7 @@ class Node:
             "blobs": blob_index, "result_to": reveal["result_to"],
             "reveal": {"to": reveal["to"], "everyone": reveal["everyone"],
                        "budget": reveal["budget"]},
-            "threads": party_threads(world),
+            "threads": party_threads(world), "gloo_ifname": interface_of(self.host),
             "precision_bits": p.get("crypten", {}).get("precision_bits", 16),
             "timeouts": {"rendezvous": limits["rendezvous_timeout_s"],
                          "op": limits["op_timeout_s"]},

@@ -36,6 +36,28 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def interface_of(address: str) -> str | None:
+    """The network interface holding ``address`` (Linux), for GLOO_SOCKET_IFNAME: without it
+    gloo advertises whatever the host name resolves to, often 127.0.0.1, which other hosts
+    cannot reach. None for loopback or when it cannot tell."""
+    if address.startswith("127.") or address == "localhost" or not sys.platform.startswith(
+            "linux"):
+        return None
+    import fcntl
+    import struct
+
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
+                                     struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+        if socket.inet_ntoa(packed[20:24]) == address:
+            return name
+    return None
+
+
 def party_threads(world_size: int) -> int:
     """Threads per party: cores shared between the parties on this host (shared/PLATFORM.md)."""
     return max(1, (os.cpu_count() or 1) // max(1, world_size))

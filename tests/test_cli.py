@@ -51,13 +51,13 @@ def test_owner_workflow_through_the_cli(make_node, tmp_path):
     assert "line 3" in out.stderr and "'age'" in out.stderr and "n/a" in out.stderr
 
     good = tmp_path / "wages.csv"
-    good.write_text("age,income,senior\n31,1000,0\n45,2000,1\n52,3100,1\n")
+    good.write_text("age,income,senior\n61.25,1000,0\n45.5,2000,1\n52.75,3100,1\n")
     out = parley("publish", str(good), "--tag", "wages", "--label", "senior", "--data-dir", a)
     assert out.returncode == 0, out.stderr
     listed = json.loads(parley("assets", "--json", "--data-dir", a).stdout)
     assert [x["schema"]["shape"] for x in listed] == [[3, 2]]
     assert listed[0]["schema"]["label"]["name"] == "senior"
-    assert "31" not in json.dumps(listed)  # metadata only, never the data
+    assert "61.25" not in json.dumps(listed)  # metadata only, never the data
 
     job_file = tmp_path / "total.py"
     job_file.write_text("def run(crypten):\n"
@@ -82,7 +82,7 @@ def test_owner_workflow_through_the_cli(make_node, tmp_path):
                  "--data-dir", a)
     assert out.returncode == 0, out.stdout + out.stderr
     value = json.loads(out.stdout)["result"]["0"]["$tensor"]
-    np.testing.assert_allclose(value["data"], [128, 6100], atol=1e-2)
+    np.testing.assert_allclose(value["data"], [159.5, 6100], atol=1e-2)
 
     out = parley("reject", job_id, "--reason", "too late", "--data-dir", b)
     assert out.returncode == 1 and "succeeded; it cannot become rejected" in out.stderr

@@ -156,9 +156,9 @@ def test_without_os_confinement_only_plans_are_accepted(tmp_path):
         node = Node(tmp_path, "old-kernel")
         node.confinement = {"seccomp": "unavailable", "landlock": "unavailable"}
         body = {"version": 1, "job_id": "j-00000000000000aa", "title": "t",
-                "orchestrator": {"name": "x", "url": "http://127.0.0.1:1"},
-                "parties": [{"name": "a", "url": "http://a", "rank": 0},
-                            {"name": "b", "url": "http://b", "rank": 1}],
+                "orchestrator": {"name": "x", "url": "https://127.0.0.1:1", "node_id": "n-x"},
+                "parties": [{"name": "a", "url": "https://a", "node_id": "n-a", "rank": 0},
+                            {"name": "b", "url": "https://b", "node_id": "n-b", "rank": 1}],
                 "code": {"kind": "source", "source": "def run(crypten):\n    return 1\n",
                          "entry": "run"},
                 "bindings": [], "reveal": {"to": [0], "everyone": False, "budget": 10,

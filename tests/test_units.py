@@ -15,9 +15,9 @@ from node.wire import WireError, decode, encode
 
 GOOD = {
     "version": 1, "job_id": "j-0123456789abcdef", "title": "t",
-    "orchestrator": {"name": "carol", "url": "http://127.0.0.1:1"},
-    "parties": [{"name": "alice", "url": "http://a", "rank": 0},
-                {"name": "bob", "url": "http://b", "rank": 1}],
+    "orchestrator": {"name": "carol", "url": "https://127.0.0.1:1", "node_id": "n-c"},
+    "parties": [{"name": "alice", "url": "https://a", "node_id": "n-a", "rank": 0},
+                {"name": "bob", "url": "https://b", "node_id": "n-b", "rank": 1}],
     "code": {"kind": "source", "source": "def run(crypten):\n    return 1\n", "entry": "run"},
     "bindings": [{"tag": "x", "rank": 1, "kind": "dataset", "expect": {"shape": [None, 3]}}],
     "reveal": {"to": [0], "everyone": False, "budget": 100, "result_to": [0]},
