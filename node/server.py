@@ -67,6 +67,7 @@ class NodeServer:
                                       "127.0.0.1", self.admin_port)
         self.admin_url = f"http://127.0.0.1:{admin_port}"
         self.node.write_runtime_file(self.admin_url, self.token)
+        self.node.spawn(self._probe_manual_peers())
         logger.info("node %s (%s): peer API %s, admin API %s", self.name, self.node.node_id,
                     self.node.peer_url, self.admin_url)
 
@@ -97,6 +98,13 @@ class NodeServer:
         self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)
         await self._browser.start()
         node.spawn(self._follow_catalog())
+
+    async def _probe_manual_peers(self) -> None:
+        """Peers added by address are asked who they are at start and then every 30 s."""
+        assert self.orchestrator is not None
+        while True:
+            await self.orchestrator.probe_manual()
+            await asyncio.sleep(30.0)
 
     async def _follow_catalog(self) -> None:
         """Announce a new catalog version when assets change (peers re-read the catalog)."""

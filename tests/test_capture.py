@@ -187,6 +187,11 @@ class JobTraffic:
     def job_flows(self) -> set[FlowKey]:
         return self.peer | self.admin | self.rendezvous | self.gloo
 
+    def describe(self, finding: Finding) -> str:
+        kinds = [k for k in ("peer", "admin", "rendezvous", "gloo")
+                 if finding.flow in getattr(self, k)]
+        return f"{finding} [{', '.join(kinds) or 'not this job'}]"
+
 
 def classify(capture: Capture, nodes: list[LocalNode], done: dict) -> JobTraffic:
     host = nodes[0].address.rsplit(":", 1)[0]
@@ -250,7 +255,8 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
     assert any(capture.flows[k].saw_syn and streams[k] for k in traffic.gloo)
 
     leaks = find_inputs(streams, secret, short_scope=traffic.job_flows)
-    assert not leaks, f"private input on the wire {context}:\n" + "\n".join(map(str, leaks[:20]))
+    assert not leaks, f"private input on the wire {context}:\n" + "\n".join(
+        traffic.describe(f) for f in leaks[:20])
 
     for key in sorted(traffic.peer):
         assert capture.flows[key].saw_syn, f"peer flow {key} began before the capture"
@@ -277,7 +283,7 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
         {c for row in secret.cells for c in row}, f"the matcher missed released values {context}"
     assert all(f.flow[1] == alice_admin for f in found), \
         "released values seen outside alice's admin API answer:\n" + "\n".join(
-            str(f) for f in found if f.flow[1] != alice_admin)
+            traffic.describe(f) for f in found if f.flow[1] != alice_admin)
     for key in traffic.peer:
         if capture.flows[key].saw_syn:
             assert tls_problem(streams[key]) is None, f"peer API flow {key} is not TLS"

@@ -15,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from node.api import owner_only, TOKEN
 from node.identity import NodeIdentity
+from node.client import results
 from tests.conftest import JOB_TIMEOUT, wait_until
 from tests.peerclient import peer_request
 from tests.test_jobs import spec, write_csv
@@ -189,6 +190,19 @@ def test_search_across_paired_peers(make_node, tmp_path):
     found = alice.client.search(["wages"])
     assert [m["node"]["name"] for m in found["matches"]] == ["bob", "carol"]
     assert found["slow"] == [] and found["errors"] == []
+    # the orchestrator binds a job's roles from the search: one party per holder
+    from node.client import parties_from_search
+
+    source = ("def run(crypten):\n    a = crypten.load('wages', 0)\n    b = crypten.load('wages', 1)"
+              "\n    return (a.sum() + b.sum()).get_plain_text(dst=0)\n")
+    parties = parties_from_search(found)
+    job = alice.client.submit({"source": source, "entry": "run",
+                               "parties": [p.spec() for p in parties],
+                               "bindings": [{"tag": "wages", "rank": r, "kind": "dataset"}
+                                            for r in range(len(parties))], "result_to": [0]})
+    done = alice.client.wait(job["id"], timeout=JOB_TIMEOUT)
+    assert done["state"] == "succeeded", done["reason"]
+    assert results(done)[0] == pytest.approx(32.0, abs=1e-2)
     found = alice.client.search(["wages", "2025"])
     assert [m["node"]["name"] for m in found["matches"]] == ["bob"]
     assert "1.0" not in str(found)  # metadata only
@@ -201,6 +215,19 @@ def test_search_across_paired_peers(make_node, tmp_path):
             == ["bob"]
     finally:
         carol.proc.send_signal(18)
+
+
+def test_a_peer_added_by_address_is_kept(make_node):
+    alice = make_node("alice")
+    bob = make_node("bob", pair=False)
+    alice.client.add_peer(bob.address)
+    peer = wait_until(lambda: {p["name"]: p for p in alice.client.peers()}.get("bob"), 10,
+                      "bob to answer at its address")
+    assert peer["source"] == "manual" and peer["node_id"] == bob.node_id
+    assert peer["state"] == "seen"  # an address is not trust
+    alice.stop()
+    alice.start()
+    assert "bob" in {p["name"] for p in alice.client.peers()}
 
 
 def test_admin_api_refuses_non_loopback():
