@@ -64,6 +64,10 @@ _REFRESH_AT = (0.80, 0.85, 0.90, 0.95)
 # RFC 6762 14: a responder multicasts a record at most once a second (zeroconf delays a repeat
 # by a second), so refresh queries closer together than this are wasted.
 _RESPONDER_GAP_S = 1.0
+# A responder sends answers it queued before a goodbye after it (zeroconf delays multicast
+# answers up to ~1.6 s), which re-adds the withdrawn service at every browser. A service that
+# reappears this soon after its goodbye is believed only once it answers a fresh query.
+_GHOST_WINDOW_MS = 5000.0
 
 EventKind = Literal["added", "updated", "removed"]
 
@@ -124,6 +128,7 @@ class Browser:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._attempted: dict[str, float] = {}  # name -> SRV 'created' at the last resolve
+        self._goodbye_at: dict[str, float] = {}  # name -> when its goodbye came (ms)
         # name -> (SRV created, refresh queries sent for it, jitter in ms)
         self._refresh: dict[str, tuple[float, int, float]] = {}
         self._wake = asyncio.Event()
@@ -179,6 +184,7 @@ class Browser:
         if state_change is ServiceStateChange.Removed:
             self._names.discard(name)
             self._attempted.pop(name, None)
+            self._goodbye_at[name] = current_time_millis()
         else:
             self._names.add(name)
         self._schedule(name, state_change)
@@ -225,6 +231,11 @@ class Browser:
         zc = self._aiozc.zeroconf
         srv = self._live_srv(name, current_time_millis())
         self._attempted[name] = srv.created if srv is not None else current_time_millis()
+        goodbye_at = self._goodbye_at.get(name)
+        just_gone = goodbye_at is not None and current_time_millis() - goodbye_at < _GHOST_WINDOW_MS
+        if just_gone and not await self._answers_fresh_query(name):
+            logger.debug("discovery: %s is back after its goodbye but silent", name[:80])
+            return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(zc, self._resolve_timeout_ms):
             logger.debug("discovery: %s did not resolve in time", name[:80])
@@ -334,6 +345,9 @@ class Browser:
                 due = min(due, self._maybe_refresh(name, srv, now))
             else:
                 due = min(due, srv.get_expiration_time(100))
+        for name, at in list(self._goodbye_at.items()):
+            if now - at >= _GHOST_WINDOW_MS:
+                del self._goodbye_at[name]
         # A peer that restarts right after it expired re-announces records the cache may still
         # hold (expired, not yet purged): zeroconf then reports nothing, so look for it here.
         for name in self._names - self._records.keys() - self._own_names - self._workers.keys():
@@ -356,6 +370,18 @@ class Browser:
         if sent < len(offsets):
             return min(expires, created + offsets[sent] * 1000 + jitter)
         return expires
+
+    async def _answers_fresh_query(self, name: str) -> bool:
+        """Query a service's SRV now; True once an answer newer than the query is cached."""
+        asked = current_time_millis()
+        deadline = asked + self._resolve_timeout_ms
+        self._send_refresh_query(name)
+        while current_time_millis() < deadline:
+            srv = self._live_srv(name, current_time_millis())
+            if srv is not None and srv.created >= asked:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     def query_now(self) -> None:
         """Ask the link for every Parley service now (after joining a new network, say)."""

@@ -80,8 +80,9 @@ class Publisher:
             await (await self._aiozc.async_register_service(info, strict=True))
         except NonUniqueNameException as exc:
             raise NameConflict(
-                f"another responder already publishes {self.instance_name!r}: is this node "
-                "running twice? Stop the other process, or give this one another data dir"
+                f"{self.instance_name!r} is already announced on the network: is this node "
+                "running twice? Stop the other process or give this one another data dir; if it "
+                "stopped a moment ago, start again in a few seconds"
             ) from exc
         self._info = info
         logger.info(

@@ -1,7 +1,7 @@
 """Make CrypTen 0.4.1 import and compute correctly on torch 2.13.
 
 Everything in Parley gets CrypTen from here (``from node.compat import crypten``), never by
-``import crypten`` directly, so the fixes below are always in place first. Four fixes:
+``import crypten`` directly, so the fixes below are always in place first. Five fixes:
 
 1. torch 2.13 moved its TorchScript ONNX exporter to ``torch.onnx._internal.torchscript_exporter``;
    CrypTen imports ``torch.onnx._internal.registration`` at import time. We alias the moved module.
@@ -15,6 +15,11 @@ Everything in Parley gets CrypTen from here (``from node.compat import crypten``
    comes back as -3.99998. Secret-shared results carry such tiny truncation errors routinely
    (more often with three parties, where truncation goes through the wrap-count protocol), which
    is the "occasional off-by-one with 3 parties". We decode with an exact floor division.
+5. A reveal to one party (``get_plain_text(dst=r)``) used ``torch.distributed.reduce``, and
+   gloo's reduce first leaves each rank holding the complete sum of a slice of the elements:
+   with 2 parties, half the revealed values ended up in plaintext at the party that was not to
+   see them, and crossed the link in the clear. We reduce by direct sends instead: every other
+   party sends its share straight to ``r``, which alone adds them up.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ except ImportError:  # pragma: no branch - depends on the installed torch
 import crypten  # noqa: E402  (must follow the alias above)
 import crypten.nn.onnx_converter as _onnx_converter  # noqa: E402
 import onnx  # noqa: E402
+from crypten.communicator.distributed_communicator import (  # noqa: E402
+    DistributedCommunicator as _DistributedCommunicator,
+)
 from crypten.encoder import FixedPointEncoder, nearest_integer_division  # noqa: E402
 
 __all__ = ["crypten", "strip_identity_nodes", "export_onnx", "decode_fixed_point"]
@@ -111,7 +119,37 @@ def decode_fixed_point(self: FixedPointEncoder, tensor: torch.Tensor | None) -> 
     return nearest_integer_division(tensor, scale).data
 
 
+def _reduce_by_sends(self: Any, input: Any, dst: int, op: Any = None, batched: bool = False
+                     ) -> Any:
+    """Reduce to ``dst`` so that no other rank ever holds a partial result (fix 5)."""
+    import torch.distributed as dist
+
+    op = dist.ReduceOp.SUM if op is None else op
+    world, rank = self.get_world_size(), self.get_rank()
+    if world < 2:
+        return input
+    tensors = input if batched else [input]
+    if rank != dst:
+        for tensor in tensors:
+            self.send(tensor, dst)
+        return None
+    out = [t.clone() for t in tensors]
+    for src in range(world):
+        if src == dst:
+            continue
+        for acc in out:
+            share = self.recv(acc, src)
+            if op == dist.ReduceOp.SUM:
+                acc += share
+            elif op == dist.ReduceOp.BXOR:
+                acc ^= share
+            else:
+                raise ValueError(f"reduce by sends supports SUM and BXOR, not {op}")
+    return out if batched else out[0]
+
+
 _onnx_converter._export_pytorch_model = export_onnx
+_DistributedCommunicator.reduce = _reduce_by_sends
 _onnx_converter._load_onnx_model = _load_onnx_model
 FixedPointEncoder.decode = decode_fixed_point  # type: ignore[method-assign]
 

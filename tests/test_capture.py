@@ -7,9 +7,12 @@ in it as float32 or float64 (little- or big-endian), as CrypTen's fixed-point in
 2**16, little-endian), as the text of their CSV cells, or as whole CSV rows; the peer API must be
 TLS records from its first byte to its last, and no plaintext peer request may appear.
 
-An absence proves something only if the check can fail, so both tests also show it failing:
-the same job made to return the raw rows instead of their sum, and a bare gloo pair (the
-parties' transport, outside the jail) sending the rows in every encoding the matcher knows.
+An absence proves something only if the check can fail, so it is shown failing twice: the same
+job made to return the raw rows instead of their sum (found in the admin API's answer), and a
+bare gloo pair (the parties' transport, outside the jail) sending the rows in every encoding the
+matcher knows. A third test holds a reveal to one rank to the same standard on the party links:
+only shares may cross them (gloo's reduce once put half of them there in plaintext; node/compat.py
+fix 5 reveals by direct sends).
 
 Another test run may share this loopback. Patterns of 8 bytes or more are searched in every
 captured byte. The 4-byte float32 patterns are searched only in the flows of this job (its nodes'
@@ -227,7 +230,8 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
     returns the raw rows to rank 0 instead of their sum: the rows are then on the loopback, in
     the admin API's plain-HTTP answer to this test (which by design only listens on 127.0.0.1),
     and the same matcher finds every value there, while the peer API that carried the same
-    result is still TLS throughout and the party links still carry shares only.
+    result is still TLS throughout. (What the party links carry for such a reveal is the next
+    test's subject.)
     """
     secret = make_secret()
     csv = tmp_path / "bob-private.csv"
@@ -258,7 +262,7 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
     assert not leaks, f"private input on the wire {context}:\n" + "\n".join(
         traffic.describe(f) for f in leaks[:20])
 
-    for key in sorted(traffic.peer):
+    for key in sorted(k for k in traffic.peer if streams[k]):
         assert capture.flows[key].saw_syn, f"peer flow {key} began before the capture"
         problem = tls_problem(streams[key])
         assert problem is None, f"peer API flow {key}: {problem}"
@@ -268,25 +272,54 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
         assert not plain, f"plaintext {request!r} on the loopback in {plain}"
 
     # -- the control: the same job releasing the raw rows puts them on the (admin) wire ------
+    done, capture, traffic = captured_job(alice, bob, RAW_JOB)
+    np.testing.assert_array_equal(results(done)[0], secret.values.astype(np.float32))
+    streams = capture.streams()
+    answers = {k: streams[k] for k in traffic.admin if k[1] == port_of(alice.client.admin_url)}
+    in_answer = find_inputs(answers, secret)
+    assert {f.what for f in in_answer if f.encoding == "CSV text"} == \
+        {c for row in secret.cells for c in row}, f"the matcher missed released values {context}"
+    for key in traffic.peer:
+        if capture.flows[key].saw_syn:  # (a kept-alive connection began in the first window)
+            assert tls_problem(streams[key]) is None, f"peer API flow {key} is not TLS"
+    assert not find_inputs({k: streams[k] for k in traffic.peer}, secret)
+
+
+def captured_job(alice: LocalNode, bob: LocalNode, source: str) -> tuple[dict, Capture,
+                                                                         JobTraffic]:
+    """Run ``source`` on alice (rank 0) and bob (rank 1, holding "secret") under a capture."""
     with LoopbackSniffer() as sniffer:
-        job = alice.client.submit(spec([alice, bob], RAW_JOB, [("secret", 1, "dataset")]))
+        job = alice.client.submit(spec([alice, bob], source, [("secret", 1, "dataset")]))
         done = alice.client.wait(job["id"], timeout=JOB_TIMEOUT)
     capture = sniffer.stop()
     assert done["state"] == "succeeded", done["reason"]
+    assert capture.drops == 0, f"the capture dropped {capture.drops} packets: it proves nothing"
+    return done, capture, classify(capture, [alice, bob], done)
+
+
+
+
+def test_a_reveal_to_rank_0_puts_no_plaintext_on_the_party_links(make_node, tmp_path):
+    """get_plain_text(dst=0) must release the values to rank 0 only: rank 1 sends its shares,
+    nothing else. Bob's 20 values revealed to alice (rank 0): no encoding of any of them may
+    cross the party links (gloo, rendezvous); they reach this test only in alice's admin API
+    answer."""
+    secret = make_secret()
+    csv = tmp_path / "bob-private.csv"
+    csv.write_text(secret.text)
+    alice, bob = make_node("alice"), make_node("bob")
+    bob.client.publish(csv, tags=["secret"])
+    done, capture, traffic = captured_job(alice, bob, RAW_JOB)
     np.testing.assert_array_equal(results(done)[0], secret.values.astype(np.float32))
-    assert capture.drops == 0
-    traffic = classify(capture, [alice, bob], done)
     streams = capture.streams()
-    found = find_inputs(streams, secret, short_scope=traffic.job_flows)
-    alice_admin = port_of(alice.client.admin_url)
-    assert {f.what for f in found if f.encoding == "CSV text"} == \
-        {c for row in secret.cells for c in row}, f"the matcher missed released values {context}"
-    assert all(f.flow[1] == alice_admin for f in found), \
-        "released values seen outside alice's admin API answer:\n" + "\n".join(
-            traffic.describe(f) for f in found if f.flow[1] != alice_admin)
-    for key in traffic.peer:
-        if capture.flows[key].saw_syn:
-            assert tls_problem(streams[key]) is None, f"peer API flow {key} is not TLS"
+    links = traffic.gloo | traffic.rendezvous
+    assert any(streams[k] for k in traffic.gloo), "no gloo traffic captured"
+    leaks = find_inputs({k: streams[k] for k in links}, secret)
+    cells = [c for row in secret.cells for c in row]
+    assert not leaks, (
+        f"a reveal to rank 0 put plaintext on a party link: elements "
+        f"{sorted({cells.index(f.what) for f in leaks if f.what in cells})} of 0..19 as "
+        f"{sorted({f.encoding for f in leaks})}, e.g. {traffic.describe(leaks[0])}")
 
 
 # -- a bare gloo pair that sends the input in the clear -------------------------------------

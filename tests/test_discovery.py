@@ -294,6 +294,65 @@ async def test_a_node_under_a_new_instance_name_stays_one_peer() -> None:
         await zc_b.async_close()
 
 
+async def test_late_answers_after_a_goodbye_do_not_bring_a_peer_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """zeroconf sends answers queued before a goodbye after it; a restart is still believed."""
+    caplog.set_level(logging.DEBUG, logger="discovery")
+    zc_a, zc_b, zc_c = (make_zeroconf(LOOPBACK) for _ in range(3))
+    zc_d = None
+    node_id = f"t{PID}-ghost"
+    browser = Browser(zc_a, resolve_timeout=1.5)
+    kwargs: dict[str, Any] = {
+        "node_id": node_id,
+        "name": "ghost",
+        "port": 7901,
+        "addresses": LOOPBACK,
+    }
+    gone = Publisher(zc_b, **kwargs)
+
+    async def next_event() -> PeerEvent:
+        while (event := await browser.events.get()).record.node_id != node_id:
+            pass
+        return event
+
+    try:
+        await browser.start()
+        await gone.start()
+        assert (await asyncio.wait_for(next_event(), 10)).kind == "added"
+        # An answer queued before the goodbye (not byte-identical to the announcements, which
+        # zeroconf would drop as a duplicate packet).
+        late_answer = zc_c.zeroconf.generate_service_broadcast(gone._make_info(), 119)
+        await gone.close()
+        assert (await asyncio.wait_for(next_event(), 10)).reason == "goodbye"
+
+        zc_c.zeroconf.async_send(late_answer)  # what a responder's delayed queue sends
+
+        def rejected() -> bool:
+            messages = (r.getMessage() for r in caplog.records)
+            return any("back after its goodbye but silent" in m for m in messages)
+
+        deadline = time.monotonic() + 10
+        while not rejected() and browser.events.empty():
+            assert time.monotonic() < deadline, "the late answer was never looked at"
+            await asyncio.sleep(0.05)
+        assert browser.events.empty(), f"a ghost came back: {browser.events.get_nowait()}"
+        assert node_id not in browser.peers
+
+        # A real restart moments later: a new process (whose empty cache holds no late answer;
+        # zeroconf refuses to register a name its own cache still lists).
+        zc_d = make_zeroconf(LOOPBACK)
+        back = Publisher(zc_d, **kwargs)
+        await back.start()
+        assert (await asyncio.wait_for(next_event(), 10)).kind == "added"
+        await back.close()
+    finally:
+        await browser.close()
+        for zc in (zc_a, zc_b, zc_c, zc_d):
+            if zc is not None:
+                await zc.async_close()
+
+
 async def test_live_peer_is_refreshed_past_its_ttl() -> None:
     """A quiet but live peer stays listed: the browser re-queries its SRV before it lapses."""
     ttl = 4
