@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from node import db
 from node.errors import JobStateError, UnknownJob
 
 TERMINAL = frozenset({"rejected", "succeeded", "failed", "cancelled"})
@@ -91,12 +92,8 @@ class JobBook:
     """All job records of one node. Thread-safe; callers run it off the event loop."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._db = sqlite3.connect(data_dir / "jobs.sqlite", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = db.connect(data_dir / "jobs.sqlite", _SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -9,13 +9,13 @@ book says so (``name_clash``).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from node import db
 from node.errors import ParleyError
 
 _SCHEMA = """
@@ -70,12 +70,8 @@ class Peer:
 
 class PeerBook:
     def __init__(self, data_dir: Path) -> None:
-        self._db = sqlite3.connect(data_dir / "peers.sqlite", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = db.connect(data_dir / "peers.sqlite", _SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

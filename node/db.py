@@ -1,0 +1,14 @@
+"""SQLite the way every node table uses it: one file per concern, WAL, autocommit."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection shared across threads (callers hold their own lock) with ``schema`` made."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(schema)
+    return db
