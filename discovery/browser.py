@@ -12,7 +12,16 @@ How a peer leaves, and why this module does more than wrap ``AsyncServiceBrowser
   with an interest in a record: it re-queries at 80, 85, 90 and 95% of the TTL (one second
   apart for TTLs under 20 s, see ``refresh_offsets``), a live peer answers and refreshes the
   cache, and when the record lapses the peer is ``removed`` (reason ``"expired"``). A dead peer
-  thus disappears one host TTL after its last answer.
+  thus disappears one host TTL after its last answer. (Measured on the loopback: plain
+  zeroconf dropped a SIGKILLed publisher after 1127 s; this Browser after 4.6 s with a 5 s host
+  TTL and 119.6 s with the default 120 s.)
+* Late answers: a responder sends answers it queued before its goodbye after it, which would
+  bring the peer back at every browser for a host TTL. A service that reappears within 3 s of
+  its goodbye is believed only if it answers a query sent after those 3 s.
+
+One node is one peer: ``peers`` and the events are keyed by node id. A node renamed and
+restarted before its old records expired shows up under a second service name; the newer
+instance speaks for it, and the old one leaves without an event.
 
 Zeroconf's callbacks only enqueue: each service name gets at most one worker task at a time
 (later notifications for the same name coalesce into it), and every task is kept referenced
@@ -66,8 +75,9 @@ _REFRESH_AT = (0.80, 0.85, 0.90, 0.95)
 _RESPONDER_GAP_S = 1.0
 # A responder sends answers it queued before a goodbye after it (zeroconf delays multicast
 # answers up to ~1.6 s), which re-adds the withdrawn service at every browser. A service that
-# reappears this soon after its goodbye is believed only once it answers a fresh query.
-_GHOST_WINDOW_MS = 5000.0
+# reappears this soon after its goodbye is believed only if it answers a query sent once this
+# window has passed.
+_GHOST_WINDOW_MS = 3000.0
 
 EventKind = Literal["added", "updated", "removed"]
 
@@ -231,9 +241,10 @@ class Browser:
         zc = self._aiozc.zeroconf
         srv = self._live_srv(name, current_time_millis())
         self._attempted[name] = srv.created if srv is not None else current_time_millis()
-        goodbye_at = self._goodbye_at.get(name)
-        just_gone = goodbye_at is not None and current_time_millis() - goodbye_at < _GHOST_WINDOW_MS
-        if just_gone and not await self._answers_fresh_query(name):
+        window_ends = self._goodbye_at.get(name, -_GHOST_WINDOW_MS) + _GHOST_WINDOW_MS
+        if current_time_millis() < window_ends and not await self._answers_fresh_query(
+            name, window_ends
+        ):
             logger.debug("discovery: %s is back after its goodbye but silent", name[:80])
             return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
@@ -371,8 +382,9 @@ class Browser:
             return min(expires, created + offsets[sent] * 1000 + jitter)
         return expires
 
-    async def _answers_fresh_query(self, name: str) -> bool:
-        """Query a service's SRV now; True once an answer newer than the query is cached."""
+    async def _answers_fresh_query(self, name: str, not_before: float) -> bool:
+        """Query a service's SRV at ``not_before``; True once an answer to it is cached."""
+        await asyncio.sleep(max(0.0, not_before - current_time_millis()) / 1000)
         asked = current_time_millis()
         deadline = asked + self._resolve_timeout_ms
         self._send_refresh_query(name)

@@ -6,10 +6,10 @@ Production uses every IPv4 interface (``make_zeroconf()`` with no argument). Tes
 
 When the interface list changes (Wi-Fi joins, a VPN comes up, DHCP renews to a new address),
 python-zeroconf does not notice by itself: it opens its sockets at start, joining the multicast
-group on the addresses that existed then. A new interface stays deaf and mute, a vanished one
-only logs send errors, and the published A records keep the old addresses. zeroconf 0.154 can
-reconcile on request (``Zeroconf.async_update_interfaces``: sockets for new interfaces, none for
-gone ones, registrations re-announced), so ``follow_interface_changes`` polls the host's
+group on the addresses that existed then. A new interface stays deaf and mute, and the
+published A records keep the old addresses. zeroconf 0.154 can reconcile on request
+(``Zeroconf.async_update_interfaces``: sockets for new interfaces, none for gone ones,
+registrations re-announced), so ``follow_interface_changes`` polls the host's
 addresses (every 30 s by default; cheap) and, on a change, has zeroconf reconcile, the Publisher
 re-announce its addresses and the Browser ask the link again. Run it as a task the owner keeps,
 only with the default all-interfaces choice; a fixed interface list has nothing to follow.
@@ -95,7 +95,11 @@ async def follow_interface_changes(
             # New addresses first, so that the re-announcement on a new interface carries them.
             if publisher is not None:
                 await publisher.refresh_addresses()
-            await aiozc.zeroconf.async_update_interfaces()
+            reconcile = getattr(aiozc.zeroconf, "async_update_interfaces", None)
+            if reconcile is None:  # zeroconf older than the one this was written against
+                logger.warning("this zeroconf cannot follow interface changes; restart the node")
+            else:
+                await reconcile()
             if browser is not None:
                 browser.query_now()
         except Exception:  # the next change gets another try; discovery must go on

@@ -75,7 +75,7 @@ class NodeServer:
         """Publish this node and follow the others over mDNS (names and addresses only:
         trust comes from pairing, never from a TXT record)."""
         from discovery.browser import Browser
-        from discovery.interfaces import make_zeroconf
+        from discovery.interfaces import follow_interface_changes, make_zeroconf
         from discovery.publisher import Publisher
 
         assert self.node is not None
@@ -98,6 +98,8 @@ class NodeServer:
         self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)
         await self._browser.start()
         node.spawn(self._follow_catalog())
+        if self.mdns_interfaces is None:  # all interfaces: follow them as they come and go
+            node.spawn(follow_interface_changes(self._zeroconf, self._publisher, self._browser))
 
     async def _probe_manual_peers(self) -> None:
         """Peers added by address are asked who they are at start and then every 30 s."""
