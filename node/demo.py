@@ -45,7 +45,7 @@ def encrypted_inference(crypten):
     return logits.get_plain_text(dst=1)            # bob alone sees the predictions
 
 
-def train_logistic_regression(crypten):
+def train_logistic_regression(crypten, torch):
     xa = crypten.load("bc-features-a", 0, standardize=True)   # 15 columns at alice
     xb = crypten.load("bc-features-b", 1, standardize=True)   # 15 columns at bob
     y = crypten.load("bc-labels", 2)                          # the diagnosis at carol

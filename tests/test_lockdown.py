@@ -8,7 +8,6 @@ over TCP whose parties lock down between a warm-up and the real work.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
