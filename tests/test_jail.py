@@ -210,6 +210,38 @@ def test_without_any_layer_the_corpus_would_bite(owner: Owner, traps: dict[str, 
     assert traps["marker"].exists()
 
 
+@pytest.mark.parametrize("kind", ["inference", "train-logistic", "train-mlp", "statistics"])
+def test_rendered_plans_pass_every_layer(owner: Owner, kind: str) -> None:
+    """What a node renders from a plan is ordinary jailed code: it must pass and run."""
+    from node import plans
+
+    plan = {
+        "inference": {"kind": "inference", "model": {"tag": "model", "rank": 0},
+                      "data": {"tag": "features", "rank": 0}, "output_to": 0},
+        "train-logistic": {"kind": "train", "model": "logistic",
+                           "features": [{"tag": "labelled", "rank": 0}],
+                           "labels": {"tag": "labelled", "rank": 0, "part": "labels"},
+                           "epochs": 3, "output_to": 0},
+        "train-mlp": {"kind": "train", "model": "mlp", "hidden": 4,
+                      "features": [{"tag": "labelled", "rank": 0}],
+                      "labels": {"tag": "labelled", "rank": 0, "part": "labels"},
+                      "epochs": 2, "learning_rate": 0.1, "output_to": 0},
+        "statistics": {"kind": "statistics", "data": [{"tag": "features", "rank": 0}],
+                       "stats": ["count", "sum", "mean", "variance", "histogram"],
+                       "histogram": {"column": 1, "edges": [-3, 0, 3]}, "output_to": 0},
+    }[kind]
+    source, entry = plans.render(plans.validate(plan, 1))
+    static.check(source, entry)
+    out = owner.call(owner.node.dry_run(source, entry, reveal=REVEAL, time_s=60))
+    assert out["state"] == "succeeded", out["reason"]
+    if kind == "statistics":
+        assert out["result"]["count"] == 6
+    elif kind.startswith("train"):
+        from node.wire import decode
+
+        assert 0.0 <= float(decode(out["result"])["accuracy"]) <= 1.0
+
+
 def test_confinement_is_recorded(owner: Owner) -> None:
     out = owner.dry_run(BENIGN["statistics"])
     assert out["state"] == "succeeded", out["reason"]

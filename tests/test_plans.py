@@ -44,6 +44,8 @@ def test_statistics_plan_runs_by_policy_without_a_person(make_node, tmp_path):
         party = node.client.job(job["id"], role="party")
         assert party["detail"]["approved_by"] == ("approved by the owner's policy: statistics "
                                                   "jobs from alice")
+        confinement = party["detail"]["confinement"]  # recorded with the job
+        assert confinement["seccomp"] is True and confinement["complete"] is True
     # the policy covers plans of that kind only: source from the same orchestrator waits
     source = "def run(crypten):\n    return crypten.load('wages', 0).sum().get_plain_text(dst=0)\n"
     job = nodes[0].client.submit(spec(nodes, source, [("wages", 0, "dataset")]))

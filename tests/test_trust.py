@@ -264,3 +264,21 @@ def test_audit_chain_detects_tampering(make_node):
     out = alice.client.audit()
     assert not out["verify"]["ok"] and out["verify"]["first_bad_seq"] == 1
     assert bob is not None
+
+
+def test_a_pairing_request_expires(tmp_path, monkeypatch):
+    import asyncio
+
+    from node import trust as trust_mod
+    from node.trust import Pairing, PairingError, Trust
+
+    t = Trust(tmp_path, "alice")
+    other = NodeIdentity.load_or_create(tmp_path / "other")
+    t.pairings["p-1"] = Pairing("p-1", "in", other.node_id, "bob", "127.0.0.1", 1,
+                                other.public_key_bytes, other.cert_pem, code="123456",
+                                created=time.time() - trust_mod.PAIRING_TTL_S - 1)
+    with pytest.raises(PairingError, match="expired"):
+        asyncio.run(t.confirm("p-1"))
+    assert t.list_pairings()[0]["state"] == "expired"
+    assert not t.peers.paired()
+    asyncio.run(t.close())
