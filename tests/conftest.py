@@ -39,10 +39,11 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
         """A node, paired with every node this test started before (unless pair=False)."""
         node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve)
         node.start()
+        others = list(started)
+        started.append(node)  # stopped at teardown even if pairing fails below
         if pair:
-            for other in started:
+            for other in others:
                 node.pair_with(other)
-        started.append(node)
         return node
 
     before = set(all_party_processes())
