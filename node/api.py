@@ -120,9 +120,7 @@ async def peer_events(request: web.Request) -> web.Response:
     """Events of the jobs the asking node orchestrates."""
     sender = await sender_of(request)
     node = request.app[NODE]
-    after = int(_query_float(request, "after", 0, 2**62))
-    timeout = _query_float(request, "timeout", 0, 30)
-    found = await node.wait_events(after, request.query.get("job"), timeout)
+    found = await _wait_events(request)
     mine = {j.id for j in node.jobs.list(role=PARTY)
             if j.proposal["orchestrator"].get("node_id") == sender}
     return web.json_response({"events": [e for e in found
@@ -157,12 +155,15 @@ async def pairing_confirm(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def events(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+async def _wait_events(request: web.Request) -> list[dict[str, Any]]:
+    """Long poll: events after ``after``, waiting up to ``timeout`` s (at most 30)."""
     after = int(_query_float(request, "after", 0, 2**62))
     timeout = _query_float(request, "timeout", 0, 30)
-    return web.json_response({"events": await node.wait_events(after, request.query.get("job"),
-                                                               timeout)})
+    return await request.app[NODE].wait_events(after, request.query.get("job"), timeout)
+
+
+async def events(request: web.Request) -> web.Response:
+    return web.json_response({"events": await _wait_events(request)})
 
 
 def peer_app(node: Node) -> web.Application:

@@ -338,9 +338,8 @@ class Node:
                 tags = {ld.tag: ld.kind for ld in info.loads if not static.is_dynamic(ld.tag)}
             except static.JailRejected as exc:
                 if layers["static"]:
-                    return {"state": "failed", "kind": "jail_rejected", "result": None,
-                            "reason": f"the static check refused the job: {exc}",
-                            "confinement": None, "timings": {}, "stats": {}}
+                    return _dry_run_refused("jail_rejected",
+                                            f"the static check refused the job: {exc}")
                 # a test build without the static layer: every asset is in reach
                 tags = {a.tags[0]: a.kind for a in self.store.list() if a.tags}
         p = {"bindings": [{"tag": t, "rank": 0, "kind": k} for t, k in tags.items()],
@@ -348,8 +347,7 @@ class Node:
         try:
             assets, blob_index, blobs = await self._assets_for(p, 0)
         except ParleyError as exc:
-            return {"state": "failed", "kind": "refused", "reason": exc.message, "result": None,
-                    "confinement": None, "timings": {}, "stats": {}}
+            return _dry_run_refused("refused", exc.message)
         spec = {
             "job_id": "dry-run", "rank": 0, "world_size": 1, "dry_run": True,
             "rendezvous": f"tcp://127.0.0.1:{free_port('127.0.0.1')}",
@@ -362,11 +360,12 @@ class Node:
         }
         run = await self.launcher.launch("dry-run", 1)
 
-        async def ignore(name: str, data: dict[str, Any]) -> None:
+        events: list[dict[str, Any]] = []
+
+        async def record(name: str, data: dict[str, Any]) -> None:
             events.append({"event": name, **data})
 
-        events: list[dict[str, Any]] = []
-        outcome = await run.supervise(spec, blobs, time_s, ignore)
+        outcome = await run.supervise(spec, blobs, time_s, record)
         confinement = next((e.get("confinement") for e in events if e["event"] == "locked"),
                            None)
         return {"state": outcome.state, "reason": outcome.reason, "kind": outcome.kind,
@@ -395,3 +394,9 @@ class Node:
                        "peer_url": self.peer_url, "token": token, "pid": os.getpid()}, f)
         os.replace(tmp, path)
         return path
+
+
+def _dry_run_refused(kind: str, reason: str) -> dict[str, Any]:
+    """A dry run refused before any party process started."""
+    return {"state": "failed", "kind": kind, "reason": reason, "result": None,
+            "confinement": None, "timings": {}, "stats": {}}

@@ -114,36 +114,22 @@ class LocalNode:
 def party_pids(data_dir: Path) -> list[int]:
     """Party processes (``python -m node.party``) whose parent is the node of ``data_dir``."""
     info = json.loads((Path(data_dir) / "node.json").read_text())
-    return children_running(info["pid"], "node.party")
+    return all_party_processes(parent=info["pid"])
 
 
-def children_running(parent: int, needle: str) -> list[int]:
-    pids = []
+def all_party_processes(parent: int | None = None) -> list[int]:
+    """Live ``node.party`` processes on this machine, of one parent or of any (tests check
+    none is left behind)."""
+    found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        state = stat.rsplit(")", 1)[1].split()[0]
-        if ppid == parent and needle in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def all_party_processes() -> list[int]:
-    """Every live ``node.party`` process on this machine (tests check none is left behind)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if "-m node.party" in cmdline and state != "Z":
-                found.append(int(entry.name))
+        state, ppid = fields[0], int(fields[1])
+        if "-m node.party" in cmdline and state != "Z" and parent in (None, ppid):
+            found.append(int(entry.name))
     return found

@@ -36,9 +36,6 @@ class Orchestrator:
         self.node = node
         self.trust = node.trust
 
-    async def close(self) -> None:
-        pass  # sessions belong to node.trust
-
     # -- peer calls ---------------------------------------------------------------------
     async def _call(self, method: str, party: dict[str, Any], path: str, body: Any = None) -> Any:
         """A signed request to a paired node over TLS pinned to its certificate."""

@@ -128,8 +128,6 @@ class NodeServer:
             await self._zeroconf.async_close()
         for runner in self._runners:
             await runner.cleanup()
-        if self.orchestrator:
-            await self.orchestrator.close()
         if self.node:
             await self.node.close()
         (self.data_dir / "node.json").unlink(missing_ok=True)

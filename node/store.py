@@ -272,16 +272,7 @@ class Store:
         else:
             path = Path(path_or_bytes)
             label, default_name = path.name, path.stem
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise ModelError(f"{path}: no such file; check the path") from None
-            except IsADirectoryError:
-                raise ModelError(f"{path} is a folder; choose an .onnx file") from None
-            except OSError as exc:
-                raise ModelError(
-                    f"{path} cannot be read ({exc.strerror}); check its permissions"
-                ) from None
+            data = _read_file(path, ModelError, "an .onnx file")
         schema = _check_model(data, label)
         return self._commit(
             _Prepared(
@@ -632,17 +623,20 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _read_text(path: Path) -> str:
+def _read_file(path: Path, error: type[StoreError], what: str) -> bytes:
+    """An input file's bytes, or ``error`` saying what went wrong and what to do."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file; check the path") from None
+        raise error(f"{path}: no such file; check the path") from None
     except IsADirectoryError:
-        raise DatasetError(f"{path} is a folder; choose a file") from None
+        raise error(f"{path} is a folder; choose {what}") from None
     except OSError as exc:
-        raise DatasetError(
-            f"{path} cannot be read ({exc.strerror}); check its permissions"
-        ) from None
+        raise error(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def _read_text(path: Path) -> str:
+    raw = _read_file(path, DatasetError, "a file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

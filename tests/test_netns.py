@@ -34,7 +34,7 @@ import pytest
 from netns import Namespace, NamespacesUnavailable, switched_namespaces
 
 from node.client import results
-from node.localnet import children_running
+from node.localnet import all_party_processes
 
 REPO = Path(__file__).resolve().parents[1]
 PORT = 7400
@@ -124,7 +124,7 @@ def wait_ready(nodes: list[HostNode], timeout: float = 60) -> None:
 def stop(nodes: list[HostNode]) -> None:
     """SIGTERM each node (SIGKILL after 10 s), then any party it left behind."""
     parties = {pid for n in nodes if n.proc.poll() is None
-               for pid in children_running(n.proc.pid, "node.party")}
+               for pid in all_party_processes(parent=n.proc.pid)}
     for node in nodes:
         if node.proc.poll() is None:
             node.proc.send_signal(signal.SIGTERM)
