@@ -1,14 +1,19 @@
 """The node's two HTTP surfaces (aiohttp), JSON in and out, errors as RFC 9457 problems.
 
 * **peer API** (``/peer/v1``), for other nodes: catalog, proposals, job control, events,
-  results. Open on its address for now; node keys and pinned TLS come in a later layer, which
-  is why handlers take what they need from the request body and never trust a caller identity.
+  results. TLS pinned both ways; every request but the pairing handshake is signed by a paired
+  node, and handlers act for the node id that signed (``sender_of``).
 * **admin API** (``/admin/v1``), for the owner's CLI and GUI: loopback only, and every request
-  carries the local token from the data dir's node.json.
+  carries the local token from the data dir's node.json. Its contract with the GUI, event kinds
+  included, is gui/CONTRACT.md.
+
+Handlers run storage work (SQLite writes, fsyncs, the audit chain check) in threads, so one
+slow disk write never stalls the other requests and the event stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -16,8 +21,9 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from node import settings
 from node.core import PARTY, Node
-from node.errors import ParleyError, ProposalError
+from node.errors import ParleyError, ProposalError, UnknownJob
 from node.identity import AuthError
 from node.orchestrator import ORCH, Orchestrator
 
@@ -25,6 +31,7 @@ logger = logging.getLogger(__name__)
 NODE = web.AppKey("node", Node)
 ORCHESTRATOR = web.AppKey("orchestrator", Orchestrator)
 TOKEN = web.AppKey("token", str)
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 MAX_BODY = 8 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,7 +84,8 @@ async def sender_of(request: web.Request) -> str:
 
 async def peer_catalog(request: web.Request) -> web.Response:
     await sender_of(request)
-    return web.json_response(request.app[NODE].catalog(request.query.getall("tag", [])))
+    return web.json_response(await asyncio.to_thread(request.app[NODE].catalog,
+                                                     request.query.getall("tag", [])))
 
 
 async def peer_propose(request: web.Request) -> web.Response:
@@ -120,11 +128,10 @@ async def peer_events(request: web.Request) -> web.Response:
     """Events of the jobs the asking node orchestrates."""
     sender = await sender_of(request)
     node = request.app[NODE]
-    found = await _wait_events(request)
-    mine = {j.id for j in node.jobs.list(role=PARTY)
+    found = await _wait_events(request, role=PARTY)
+    mine = {j.id for j in await asyncio.to_thread(node.jobs.list, PARTY)
             if j.proposal["orchestrator"].get("node_id") == sender}
-    return web.json_response({"events": [e for e in found
-                                         if e["role"] == PARTY and e["job_id"] in mine]})
+    return web.json_response({"events": [e for e in found if e["job_id"] in mine]})
 
 
 async def peer_whoami(request: web.Request) -> web.Response:
@@ -136,34 +143,36 @@ async def peer_whoami(request: web.Request) -> web.Response:
 
 async def pairing_hello(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    answer = node.trust.hello(await body_json(request), request.remote or "")
-    node.notify()
+    answer = await asyncio.to_thread(node.trust.hello, await body_json(request),
+                                     request.remote or "")
     return web.json_response(answer)
 
 
 async def pairing_reveal(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    node.trust.reveal(request.match_info["pairing"], await body_json(request))
-    node.notify()
+    await asyncio.to_thread(node.trust.reveal, request.match_info["pairing"],
+                            await body_json(request))
     return web.json_response({"ok": True})
 
 
 async def pairing_confirm(request: web.Request) -> web.Response:
     node = request.app[NODE]
     await node.trust.remote_confirm(request.match_info["pairing"], request)
-    node.notify()
     return web.json_response({"ok": True})
 
 
-async def _wait_events(request: web.Request) -> list[dict[str, Any]]:
+async def _wait_events(request: web.Request, role: str | None = None) -> list[dict[str, Any]]:
     """Long poll: events after ``after``, waiting up to ``timeout`` s (at most 30)."""
     after = int(_query_float(request, "after", 0, 2**62))
     timeout = _query_float(request, "timeout", 0, 30)
-    return await request.app[NODE].wait_events(after, request.query.get("job"), timeout)
+    return await request.app[NODE].events.wait(after, timeout, request.query.get("job"),
+                                               role or request.query.get("role"))
 
 
 async def events(request: web.Request) -> web.Response:
-    return web.json_response({"events": await _wait_events(request)})
+    found = await _wait_events(request)
+    last = found[-1]["seq"] if found else int(_query_float(request, "after", 0, 2**62))
+    return web.json_response({"events": found, "last_seq": last})
 
 
 def peer_app(node: Node) -> web.Application:
@@ -203,18 +212,13 @@ async def owner_only(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 async def admin_status(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return web.json_response({**node.identity(), "auto_approve": node.auto_approve,
-                              "confinement": node.confinement,
-                              "accept_reduced_isolation": node.accept_reduced_isolation,
-                              "data_dir": str(node.data_dir),
-                              "catalog_version": node.store.catalog_version()})
+    return web.json_response(await asyncio.to_thread(request.app[NODE].status))
 
 
 async def admin_assets(request: web.Request) -> web.Response:
     node = request.app[NODE]
     kind = request.query.get("kind")
-    assets = node.store.list(request.query.getall("tag", []), kind=kind)
+    assets = await asyncio.to_thread(node.store.list, request.query.getall("tag", []), kind)
     return web.json_response({"assets": [a.public() for a in assets]})
 
 
@@ -225,44 +229,92 @@ async def admin_publish(request: web.Request) -> web.Response:
     tags = body.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ProposalError("tags must be a list of strings")
+    import_id = body.get("import_id")
     asset = await request.app[NODE].publish(
         body["path"], name=body.get("name"), tags=tags,
-        description=str(body.get("description", "")), label_column=body.get("label_column"))
+        description=str(body.get("description", "")), label_column=body.get("label_column"),
+        import_id=str(import_id) if import_id else None)
     return web.json_response(asset.public(), status=201)
 
 
+async def admin_cancel_import(request: web.Request) -> web.Response:
+    import_id = request.match_info["import"]
+    if not request.app[NODE].cancel_import(import_id):
+        raise ProposalError(f"no import {import_id} is running (it may have finished)")
+    return web.json_response({"cancelling": import_id})
+
+
+async def admin_update_asset(request: web.Request) -> web.Response:
+    body = await body_json(request)
+    if not isinstance(body, dict):
+        raise ProposalError("expected {\"name\": ..., \"tags\": [...], \"description\": ...}")
+    changes = {k: body[k] for k in ("name", "tags", "description") if body.get(k) is not None}
+    if "tags" in changes and (not isinstance(changes["tags"], list) or not all(
+            isinstance(t, str) for t in changes["tags"])):
+        raise ProposalError("tags must be a list of strings")
+    asset = await asyncio.to_thread(request.app[NODE].update_asset, request.match_info["asset"],
+                                    **{k: v if k == "tags" else str(v)
+                                       for k, v in changes.items()})
+    return web.json_response(asset.public())
+
+
+async def admin_preview_asset(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(request.app[NODE].store.preview,
+                                                     request.match_info["asset"]))
+
+
 async def admin_remove_asset(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    node.store.remove(request.match_info["asset"])
-    node.notify()
+    await asyncio.to_thread(request.app[NODE].remove_asset, request.match_info["asset"])
     return web.json_response({"removed": request.match_info["asset"]})
 
 
 async def admin_jobs(request: web.Request) -> web.Response:
     role = request.query.get("role")
     states = request.query.getall("state", [])
-    jobs = request.app[NODE].jobs.list(role=role, states=states)
+    jobs = await asyncio.to_thread(request.app[NODE].jobs.list, role, states)
     return web.json_response({"jobs": [j.public() for j in jobs]})
 
 
 async def admin_job(request: web.Request) -> web.Response:
     role = request.query.get("role")
-    job = request.app[NODE].jobs.get(request.match_info["job"], role)
+    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], role)
     return web.json_response(job.public(with_result=True))
+
+
+async def admin_review(request: web.Request) -> web.Response:
+    """What the owner reviews before deciding: the code, reads, reveals, warnings, diff."""
+    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], PARTY)
+    material = job.detail.get("review")
+    if material is None:
+        raise UnknownJob(f"job {job.id} has no review material")
+    info = job.public()
+    return web.json_response({**material, "job_id": job.id, "state": job.state,
+                              "reason": job.reason, "proposal_hash": job.proposal_hash,
+                              "title": info["title"], "kind": info["kind"],
+                              "result_to": job.proposal["reveal"]["result_to"]})
 
 
 async def admin_approve(request: web.Request) -> web.Response:
     body = await body_json(request) if request.can_read_body else {}
-    phash = body.get("proposal_hash") if isinstance(body, dict) else None
-    job = request.app[NODE].approve(request.match_info["job"], phash)
+    body = body if isinstance(body, dict) else {}
+    job = await asyncio.to_thread(request.app[NODE].approve, request.match_info["job"],
+                                  body.get("proposal_hash"), bool(body.get("always")))
     return web.json_response(job.public())
 
 
 async def admin_reject(request: web.Request) -> web.Response:
     body = await body_json(request) if request.can_read_body else {}
     reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
-    job = request.app[NODE].reject(request.match_info["job"], reason)
+    job = await asyncio.to_thread(request.app[NODE].reject, request.match_info["job"], reason)
     return web.json_response(job.public())
+
+
+async def admin_job_dry_run(request: web.Request) -> web.Response:
+    """A received proposal run here alone, on mock data shaped like the real assets."""
+    node = request.app[NODE]
+    job = await asyncio.to_thread(node.jobs.get, request.match_info["job"], PARTY)
+    shapes = await request.app[ORCHESTRATOR].schemas_elsewhere(job.proposal, job.rank)
+    return web.json_response(await node.dry_run_proposal(job.id, shapes))
 
 
 async def admin_submit(request: web.Request) -> web.Response:
@@ -298,13 +350,13 @@ def _policy_body(body: Any) -> tuple[str, str]:
 
 async def admin_add_policy(request: web.Request) -> web.Response:
     orchestrator, kind = _policy_body(await body_json(request))
-    request.app[NODE].jobs.add_policy(orchestrator, kind)
+    await asyncio.to_thread(request.app[NODE].jobs.add_policy, orchestrator, kind)
     return web.json_response({"orchestrator": orchestrator, "kind": kind}, status=201)
 
 
 async def admin_remove_policy(request: web.Request) -> web.Response:
     orchestrator, kind = _policy_body(await body_json(request))
-    if not request.app[NODE].jobs.remove_policy(orchestrator, kind):
+    if not await asyncio.to_thread(request.app[NODE].jobs.remove_policy, orchestrator, kind):
         raise ProposalError(f"no policy approves {kind} jobs from {orchestrator}")
     return web.json_response({"removed": {"orchestrator": orchestrator, "kind": kind}})
 
@@ -341,8 +393,7 @@ async def admin_pair(request: web.Request) -> web.Response:
         peer = node.trust.peers.find(target)
         host, port = peer.host, peer.port
     pairing = await node.trust.start_pairing(host, port)
-    node.notify()
-    return web.json_response(pairing.public(), status=201)
+    return web.json_response(pairing.public(node.node_id), status=201)
 
 
 async def admin_pairings(request: web.Request) -> web.Response:
@@ -355,15 +406,14 @@ async def admin_pairing_decide(request: web.Request) -> web.Response:
     if action == "confirm":
         pairing = await node.trust.confirm(pairing_id)
     elif action == "reject":
-        pairing = node.trust.reject(pairing_id)
+        pairing = await asyncio.to_thread(node.trust.reject, pairing_id)
     else:
         raise web.HTTPNotFound()
-    node.notify()
-    return web.json_response(pairing.public())
+    return web.json_response(pairing.public(node.node_id))
 
 
 async def admin_unpair(request: web.Request) -> web.Response:
-    peer = request.app[NODE].trust.unpair(request.match_info["peer"])
+    peer = await asyncio.to_thread(request.app[NODE].trust.unpair, request.match_info["peer"])
     return web.json_response(peer.public())
 
 
@@ -383,28 +433,63 @@ async def admin_search(request: web.Request) -> web.Response:
 
 
 async def admin_audit(request: web.Request) -> web.Response:
+    """The log, its chain verified; ``kind``, ``peer`` and ``job`` filter the entries shown."""
     audit = request.app[NODE].audit
-    report = audit.verify()
-    entries = audit.entries(after=int(_query_float(request, "after", 0, 2**62)))
+    report = await asyncio.to_thread(audit.verify)
+    entries = await asyncio.to_thread(audit.entries, int(_query_float(request, "after", 0, 2**62)),
+                                      request.query.get("kind") or None)
+    peer, job = request.query.get("peer"), request.query.get("job")
+    if peer:
+        entries = [e for e in entries if peer in (e["fields"].get("peer"), e["fields"].get(
+            "sender"), e["fields"].get("orchestrator"), e["fields"].get("name"))]
+    if job:
+        entries = [e for e in entries if e["fields"].get("job") == job]
     return web.json_response({"entries": entries, "verify": {
         "ok": report.ok, "entries": report.entries, "first_bad_seq": report.first_bad_seq,
         "problem": report.problem}})
 
 
-def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Application:
+async def admin_settings(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    saved = await asyncio.to_thread(settings.load, node.data_dir)
+    return web.json_response({"saved": saved, "running": {
+        "name": node.name, "host": node.host, "port": node.trust.peer_port,
+        "data_dir": str(node.data_dir)}})
+
+
+async def admin_put_settings(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    saved = await asyncio.to_thread(settings.save, node.data_dir, await body_json(request))
+    return web.json_response({"saved": saved, "applies": "when the node restarts"})
+
+
+async def admin_shutdown(request: web.Request) -> web.Response:
+    """The owner quits the app and asks the node to stop too (jobs running here end)."""
+    request.app[SHUTDOWN].set()
+    return web.json_response({"stopping": True})
+
+
+def admin_app(node: Node, orchestrator: Orchestrator, token: str,
+              shutdown: asyncio.Event | None = None) -> web.Application:
     app = web.Application(middlewares=[problems, owner_only], client_max_size=MAX_BODY)
     app[NODE] = node
     app[ORCHESTRATOR] = orchestrator
     app[TOKEN] = token
+    app[SHUTDOWN] = shutdown or asyncio.Event()
     app.add_routes([
         web.get("/admin/v1/status", admin_status),
         web.get("/admin/v1/assets", admin_assets),
         web.post("/admin/v1/assets", admin_publish),
         web.delete("/admin/v1/assets/{asset}", admin_remove_asset),
+        web.patch("/admin/v1/assets/{asset}", admin_update_asset),
+        web.get("/admin/v1/assets/{asset}/preview", admin_preview_asset),
+        web.post("/admin/v1/imports/{import}/cancel", admin_cancel_import),
         web.get("/admin/v1/jobs", admin_jobs),
         web.get("/admin/v1/jobs/{job}", admin_job),
         web.post("/admin/v1/jobs/{job}/approve", admin_approve),
         web.post("/admin/v1/jobs/{job}/reject", admin_reject),
+        web.get("/admin/v1/jobs/{job}/review", admin_review),
+        web.post("/admin/v1/jobs/{job}/dry-run", admin_job_dry_run),
         web.post("/admin/v1/orchestrations", admin_submit),
         web.post("/admin/v1/orchestrations/{job}/cancel", admin_cancel),
         web.get("/admin/v1/orchestrations/{job}", admin_result),
@@ -421,6 +506,9 @@ def admin_app(node: Node, orchestrator: Orchestrator, token: str) -> web.Applica
         web.post("/admin/v1/pairings/{pairing}/{action}", admin_pairing_decide),
         web.get("/admin/v1/search", admin_search),
         web.get("/admin/v1/audit", admin_audit),
+        web.get("/admin/v1/settings", admin_settings),
+        web.put("/admin/v1/settings", admin_put_settings),
+        web.post("/admin/v1/shutdown", admin_shutdown),
     ])
     return app
 

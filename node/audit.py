@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from node.errors import ParleyError
+from node.errors import AuditError, ParleyError
 from node.wire import canonical
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,6 @@ MAX_FIELD_CHARS = 1000
 _KIND_RE = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
 _FIELD_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
-
-class AuditError(ParleyError):
-    """An audit entry that cannot be written, or a log that cannot be read."""
-
-    problem_type = "https://parley.example/problems/audit"
-    http_status = 500
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,8 +41,14 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_node(args: argparse.Namespace) -> int:
     from node.server import NodeServer, serve_forever
 
+    from node import settings
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     path = data_dir(args.data_dir)
+    saved = settings.load(path)  # what the owner saved in the app; flags win
+    args.name = args.name or saved.get("name")
+    args.host = args.host or saved.get("host") or "127.0.0.1"
+    args.port = args.port if args.port is not None else int(saved.get("port") or 0)
     if args.auto_approve:
         banner = "!" * 78
         print(f"{banner}\n!! --auto-approve: this node approves EVERY job proposal it receives,\n"
@@ -338,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("node", cmd_node, "run this owner's node (headless daemon)", json_out=False)
     p.add_argument("--name", help="display name (default: the data dir's name)")
-    p.add_argument("--host", default="127.0.0.1", help="address for the peer API and parties")
-    p.add_argument("--port", type=int, default=0, help="peer API port (default: any free)")
+    p.add_argument("--host", help="address for the peer API and parties (default: the saved "
+                   "setting, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="peer API port (default: the saved setting, else "
+                   "any free)")
     p.add_argument("--admin-port", type=int, default=0, help="admin API port on 127.0.0.1")
     p.add_argument("--auto-approve", action="store_true",
                    help="approve every proposal without asking (demos and tests only)")

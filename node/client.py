@@ -24,9 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from node.errors import JobFailed, NodeUnreachable, ParleyError
+from node.errors import JobFailed, NodeUnreachable, ParleyError, error_from_problem
 from node.paths import data_dir as default_data_dir
+from node.paths import node_running
 from node.wire import decode
+
+
+TERMINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class NodeClient:
         path = default_data_dir(os.path.expanduser(str(data_dir)) if data_dir else None)
         info_file = path / "node.json"
         try:
+            if not node_running(path):  # a node.json left behind by a crash
+                raise OSError("no node holds the data dir's lock")
             info = json.loads(info_file.read_text())
         except (OSError, ValueError):
             raise NodeUnreachable(f"no node is running for {path}; start one with "
@@ -66,10 +72,10 @@ class NodeClient:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
-                detail = json.loads(exc.read()).get("detail")
-            except (ValueError, AttributeError):
-                detail = None
-            raise ParleyError(detail or f"the node answered HTTP {exc.code}") from None
+                document = json.loads(exc.read())
+            except ValueError:
+                document = None
+            raise error_from_problem(document, exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             raise NodeUnreachable(f"the node at {self.admin_url} did not answer ({exc}); is "
                                   f"`parley node` running?") from None
@@ -158,17 +164,32 @@ class NodeClient:
     def cancel(self, job_id: str, reason: str = "") -> dict[str, Any]:
         return self.call("POST", f"/admin/v1/orchestrations/{job_id}/cancel", {"reason": reason})
 
-    def wait(self, job_id: str, timeout: float = 900, poll_s: float = 0.2) -> dict[str, Any]:
-        """The orchestration once it has ended (succeeded, failed, rejected or cancelled)."""
+    def events(self, after: int = 0, timeout: float = 0, job_id: str | None = None,
+               role: str | None = None) -> dict[str, Any]:
+        """Events after ``after``, waiting up to ``timeout`` s for one (a long poll)."""
+        query = f"after={after}&timeout={timeout}" + (f"&job={job_id}" if job_id else "") + (
+            f"&role={role}" if role else "")
+        return self.call("GET", f"/admin/v1/events?{query}", timeout=timeout + 15)
+
+    def wait(self, job_id: str, timeout: float = 900) -> dict[str, Any]:
+        """The orchestration once it has ended (succeeded, failed, rejected or cancelled),
+        following the node's event log rather than asking again and again."""
         deadline = time.monotonic() + timeout
+        cursor = 0
         while True:
             job = self.orchestration(job_id)
-            if job["state"] in ("succeeded", "failed", "rejected", "cancelled"):
+            if job["state"] in TERMINAL_STATES:
                 return job
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise JobFailed(f"job {job_id} is still {job['state']} after {timeout:.0f} s; "
                                 f"`parley jobs` shows it, `parley cancel {job_id}` stops it")
-            time.sleep(poll_s)
+            while remaining > 0:  # until this job's orchestration changes state
+                answer = self.events(cursor, min(remaining, 25), job_id, "orchestrator")
+                cursor = answer["last_seq"]
+                if any(e["kind"] == "job.state" for e in answer["events"]):
+                    break
+                remaining = deadline - time.monotonic()
 
 
 def parties_from_search(found: dict[str, Any]) -> list[Party]:

@@ -1,8 +1,8 @@
 """The node: one data owner's store, inbox and party runs, independent of how it is reached.
 
-``Node`` holds the logic; node/api.py puts it behind the peer and admin HTTP surfaces and
-node/orchestrator.py drives jobs this node sends out. Handlers never see *who* called beyond
-what they are given, so authentication (a later layer) can change without touching this.
+``Node`` holds the logic; node/api.py puts it behind the peer and admin HTTP surfaces (which
+authenticate the caller and pass on who it is) and node/orchestrator.py drives jobs this node
+sends out. Every change an owner cares about goes into the node's event log (node/events.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,17 @@ from typing import Any
 from node import proposal as proposals
 from node import review
 from node.jail import lockdown, static
-from node.errors import Forbidden, JobStateError, ParleyError, ProposalError
+from node import __version__
+from node.errors import Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError
+from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.jobs import JobBook, JobRecord
 from node.runner import PartyProcess, SpawnLauncher, free_port, interface_of, party_threads
-
-ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 from node.store import Asset, Store
 from node.trust import Trust
 
+ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 logger = logging.getLogger(__name__)
-PARTY = "party"
+PARTY = Role.PARTY
 
 
 class Node:
@@ -40,16 +42,17 @@ class Node:
         self.auto_approve = auto_approve
         self.confinement = lockdown.available()
         self.accept_reduced_isolation = accept_reduced_isolation
-        self.trust = Trust(data_dir, name)
+        self.events = EventLog(data_dir)
+        self.trust = Trust(data_dir, name, self.events)
         self.node_id = self.trust.node_id
         self.audit = self.trust.audit
         self.store = Store(data_dir)
-        self.jobs = JobBook(data_dir)
+        self.jobs = JobBook(data_dir, self.events)
         self.launcher = launcher or SpawnLauncher(data_dir / "party-logs")
         self.peer_url = ""
         self._runs: dict[str, PartyProcess] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Event()
+        self._imports: dict[str, Any] = {}
         interrupted = self.jobs.fail_interrupted()
         if interrupted:
             logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
@@ -72,24 +75,7 @@ class Node:
         await self.trust.close()
         self.store.close()
         self.jobs.close()
-
-    def notify(self) -> None:
-        """Wake everyone long-polling for events."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_events(self, after: int, job_id: str | None, timeout: float
-                          ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            events = self.jobs.events(after, job_id)
-            remaining = deadline - time.monotonic()
-            if events or remaining <= 0:
-                return events
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+        self.events.close()
 
     def identity(self) -> dict[str, Any]:
         return {"id": self.node_id, "name": self.name, "url": self.peer_url,
@@ -104,12 +90,16 @@ class Node:
 
     # -- assets -------------------------------------------------------------------------
     async def publish(self, path: str, *, name: str | None = None, tags: list[str] = (),
-                      description: str = "", label_column: str | None = None) -> Asset:
+                      description: str = "", label_column: str | None = None,
+                      import_id: str | None = None) -> Asset:
+        """Import a file; with ``import_id`` a CSV import reports progress as events and can
+        be cancelled (``cancel_import``), leaving nothing behind."""
         suffix = Path(path).suffix.lower()
+        progress = self._import_progress(import_id) if import_id else None
         if suffix == ".csv":
             call = lambda: self.store.import_csv(path, name=name, tags=tags,  # noqa: E731
                                                  description=description,
-                                                 label_column=label_column)
+                                                 label_column=label_column, progress=progress)
         elif suffix == ".npy":
             call = lambda: self.store.import_npy(path, name=name, tags=tags,  # noqa: E731
                                                  description=description)
@@ -120,9 +110,66 @@ class Node:
             raise ProposalError(f"{Path(path).name}: Parley imports .csv and .npy datasets and "
                                 f".onnx models; export a PyTorch model with `parley publish` "
                                 f"from Python (Store.import_torch)")
-        asset = await asyncio.to_thread(call)
-        self.notify()
+        try:
+            asset = await asyncio.to_thread(call)
+        finally:
+            self._imports.pop(import_id, None)
+        self._asset_event(EventKind.ASSET_PUBLISHED, asset)
         return asset
+
+    def _import_progress(self, import_id: str) -> Any:
+        cancelled = threading.Event()
+        self._imports[import_id] = cancelled
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:  # on the import's thread
+            if cancelled.is_set():
+                raise ImportCancelled("the import was cancelled; nothing was stored")
+            if time.monotonic() - last[0] >= 0.2:
+                last[0] = time.monotonic()
+                self.events.append(EventKind.ASSET_IMPORT_PROGRESS,
+                                   {"import_id": import_id, "done": done, "total": total})
+
+        return progress
+
+    def cancel_import(self, import_id: str) -> bool:
+        cancelled = self._imports.get(import_id)
+        if cancelled is not None:
+            cancelled.set()
+        return cancelled is not None
+
+    def _asset_event(self, kind: EventKind, asset: Asset) -> None:
+        self.events.append(kind, {"asset_id": asset.id, "name": asset.name, "kind": asset.kind,
+                                  "tags": list(asset.tags)})
+
+    def update_asset(self, asset_id: str, **changes: Any) -> Asset:
+        asset = self.store.update(asset_id, **changes)
+        self._asset_event(EventKind.ASSET_CHANGED, asset)
+        return asset
+
+    def remove_asset(self, asset_id: str) -> None:
+        self.store.remove(asset_id)
+        self.events.append(EventKind.ASSET_REMOVED, {"asset_id": asset_id})
+
+    def status(self) -> dict[str, Any]:
+        """What the owner's status bar shows; cheap enough to ask on every event."""
+        running = self.jobs.list(states=[JobState.STARTING, JobState.RUNNING])
+        pending = self.jobs.list(role=PARTY, states=[JobState.AWAITING_APPROVAL])
+        return {
+            **self.identity(), "host": self.host, "port": self.trust.peer_port,
+            "auto_approve": self.auto_approve, "confinement": self.confinement,
+            "accept_reduced_isolation": self.accept_reduced_isolation,
+            "data_dir": str(self.data_dir), "catalog_version": self.store.catalog_version(),
+            "event_seq": self.events.last_seq(), "version": __version__,
+            "counts": {
+                "paired_peers": len(self.trust.peers.paired()),
+                "running_jobs": len({j.id for j in running}),
+                "pending_proposals": len(pending),
+                "pending_pairings": sum(1 for p in self.trust.list_pairings()
+                                        if p["state"] == "pending" and p["direction"] == "in"
+                                        and not p["local_confirmed"]),
+            },
+        }
 
     def catalog(self, tags: list[str] = ()) -> dict[str, Any]:
         return {"node": self.identity(), "catalog_version": self.store.catalog_version(),
@@ -171,6 +218,9 @@ class Node:
                                detail={"review": material, "signature": body.get("signature")})
         self.audit.append("proposal", job=job.id, hash=job.proposal_hash, orchestrator=orchestrator,
                           sender=sender or "", code=kind)
+        self.events.append(EventKind.PROPOSAL_ARRIVED, {
+            "job_id": job.id, "orchestrator": orchestrator, "title": p.get("title", ""),
+            "kind": job.public()["kind"], "rank": rank}, job_id=job.id, role=PARTY)
         logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator, rank, kind)
         if self.auto_approve:
             job = self._approved(job.id, "approved automatically (node started with "
@@ -178,7 +228,6 @@ class Node:
         elif self.jobs.policy_allows(orchestrator, kind):
             job = self._approved(job.id, f"approved by the owner's policy: {kind} jobs from "
                                          f"{orchestrator}")
-        self.notify()
         return job
 
     @property
@@ -192,15 +241,23 @@ class Node:
         self.jobs.update(job_id, PARTY, detail={"approved": True, "approved_by": reason})
         self.audit.append("decision", job=job_id, hash=job.proposal_hash, decision="approved",
                           by=reason)
+        self.events.append(EventKind.DECISION_TAKEN, {"job_id": job_id, "decision": "approved",
+                                                      "by": reason, "reason": ""},
+                           job_id=job_id, role=PARTY)
         return self.jobs.get(job_id, PARTY)
 
-    def approve(self, job_id: str, proposal_hash: str | None = None) -> JobRecord:
+    def approve(self, job_id: str, proposal_hash: str | None = None, always: bool = False
+                ) -> JobRecord:
+        """The owner approves exactly the proposal they reviewed; with ``always``, also every
+        later proposal of this plan kind from this orchestrator (a policy)."""
         job = self.jobs.get(job_id, PARTY)
         if proposal_hash is not None and proposal_hash != job.proposal_hash:
             raise JobStateError(f"job {job_id} is not the proposal you reviewed (hash differs); "
                                 f"review it again with `parley show {job_id}`")
         job = self._approved(job_id, "approved by the owner")
-        self.notify()
+        if always:
+            info = job.public()
+            self.jobs.add_policy(info["orchestrator"], proposals.code_kind(job.proposal))
         return job
 
     def reject(self, job_id: str, reason: str) -> JobRecord:
@@ -209,7 +266,9 @@ class Node:
                                    expect=["awaiting_approval"])
         self.audit.append("decision", job=job_id, hash=job.proposal_hash, decision="rejected",
                           by="owner", reason=reason[:300])
-        self.notify()
+        self.events.append(EventKind.DECISION_TAKEN, {"job_id": job_id, "decision": "rejected",
+                                                      "by": "owner", "reason": reason},
+                           job_id=job_id, role=PARTY)
         return job
 
     async def start_party(self, job_id: str, rendezvous: str | None,
@@ -242,13 +301,11 @@ class Node:
                        << 20, "log_bytes": 1 << 20},
         }
         self.jobs.transition(job_id, PARTY, "starting", "")
-        self.notify()
         try:
             run = await self.launcher.launch(job_id, spec["threads"])
         except OSError as exc:
             self.jobs.transition(job_id, PARTY, "failed", f"could not start a party process: "
                                  f"{exc}")
-            self.notify()
             raise
         self._runs[job_id] = run
         self.audit.append("run", job=job_id, event="started", rank=job.rank)
@@ -287,7 +344,6 @@ class Node:
                 self.audit.append("reveal", job=job_id, to="every party" if dst is None
                                   else f"rank {dst}", elements=int(data.get("elements", 0)))
             self.jobs.add_event(job_id, PARTY, name, data)
-            self.notify()
 
         try:
             outcome = await run.supervise(spec, blobs, limit_s, on_event)
@@ -304,7 +360,6 @@ class Node:
             pass  # already ended (e.g. cancelled while reporting)
         self.audit.append("run", job=job_id, event=outcome.state, reason=outcome.reason[:300])
         logger.info("job %s: party ended %s %s", job_id, outcome.state, outcome.reason)
-        self.notify()
 
     async def cancel_party(self, job_id: str, reason: str, sender: str | None = None
                            ) -> JobRecord:
@@ -317,7 +372,6 @@ class Node:
             return job
         if not job.terminal:
             job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
-            self.notify()
         return job
 
     async def dry_run(self, source: str, entry: str, layers: dict[str, bool] | None = None,
@@ -348,18 +402,26 @@ class Node:
             assets, blob_index, blobs = await self._assets_for(p, 0)
         except ParleyError as exc:
             return _dry_run_refused("refused", exc.message)
+        return await self._dry_run_spec(
+            source, entry, assets, blob_index, blobs,
+            reveal or {"to": list(range(16)), "everyone": True,
+                       "budget": proposals.DEFAULT_BUDGET}, time_s, 8 << 30, layers)
+
+    async def _dry_run_spec(self, source: str, entry: str, assets: dict[str, Any],
+                            blob_index: list[dict[str, Any]], blobs: list[bytes],
+                            reveal: dict[str, Any], time_s: float, memory_bytes: int,
+                            layers: dict[str, bool]) -> dict[str, Any]:
         spec = {
             "job_id": "dry-run", "rank": 0, "world_size": 1, "dry_run": True,
             "rendezvous": f"tcp://127.0.0.1:{free_port('127.0.0.1')}",
             "source": source, "entry": entry, "assets": assets, "blobs": blob_index,
-            "result_to": [0], "reveal": reveal or {"to": list(range(16)), "everyone": True,
-                                                   "budget": proposals.DEFAULT_BUDGET},
+            "result_to": [0], "reveal": reveal,
             "threads": 1, "timeouts": {"rendezvous": 30, "op": 10},
-            "limits": {"cpu_s": int(time_s), "memory_bytes": 8 << 30, "log_bytes": 1 << 20},
+            "limits": {"cpu_s": int(time_s), "memory_bytes": memory_bytes,
+                       "log_bytes": 1 << 20},
             "layers": layers,
         }
         run = await self.launcher.launch("dry-run", 1)
-
         events: list[dict[str, Any]] = []
 
         async def record(name: str, data: dict[str, Any]) -> None:
@@ -371,6 +433,48 @@ class Node:
         return {"state": outcome.state, "reason": outcome.reason, "kind": outcome.kind,
                 "result": outcome.result, "confinement": confinement,
                 "timings": outcome.timings, "stats": outcome.stats}
+
+    async def dry_run_proposal(self, job_id: str, schemas_elsewhere: dict[str, dict[str, Any]]
+                               ) -> dict[str, Any]:
+        """Run a received proposal's code as one party on mock data shaped like the real
+        assets (``schemas_elsewhere``: the catalog schemas of tags other parties hold), with
+        the proposal's own reveal map and limits."""
+        from node.mockdata import mock_dataset, mock_model
+
+        job = self.jobs.get(job_id, PARTY)
+        p = job.proposal
+        assets: dict[str, Any] = {}
+        blob_index: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        for seed, b in enumerate(p["bindings"]):
+            if b["tag"] in assets:
+                continue  # a tag bound at several ranks: one stand-in plays them all
+            if b["rank"] == job.rank:
+                asset = await asyncio.to_thread(self.store.by_tag, b["tag"])
+                schema = asset.schema
+            else:
+                schema = schemas_elsewhere.get(b["tag"])
+                if schema is None:
+                    holder = proposals.party_of(p, b["rank"])["name"]
+                    return _dry_run_refused(
+                        "refused", f"the shape of '{b['tag']}' held by {holder} is unknown: its "
+                        f"node did not say (it must be paired and online); try again later")
+            if b["kind"] == "model":
+                parts = {"model": await asyncio.to_thread(mock_model, schema, seed)}
+            else:
+                parts = mock_dataset(schema, seed)
+            assets[b["tag"]] = {"0": {"rank": 0, "kind": b["kind"]}}
+            for part, data in parts.items():
+                blobs.append(data)
+                blob_index.append({"tag": b["tag"], "rank": 0, "part": part, "size": len(data)})
+        source, entry = proposals.job_code(p)
+        limits = proposals.limits(p)
+        reveal = p["reveal"]
+        return await self._dry_run_spec(source, entry, assets, blob_index, blobs,
+                                        {"to": reveal["to"], "everyone": reveal["everyone"],
+                                         "budget": reveal["budget"]},
+                                        limits["time_s"], int(limits["memory_mb"]) << 20,
+                                        ALL_LAYERS)
 
     def released_result(self, job_id: str, sender: str | None = None) -> dict[str, Any]:
         """The value this party releases to the job's orchestrator, signed by this node."""

@@ -13,6 +13,12 @@
     +-- JobFailed               a job ended failed or cancelled (the reason in the message)
     +-- NodeUnreachable         a node did not answer (address in the message)
     +-- Forbidden               an authenticated peer asked for what is not theirs
+    +-- UnknownPeer             no peer with that name or node id
+    +-- PairingError            a pairing request that cannot go on (expired, refused, ...)
+    +-- AuditError              an audit entry that cannot be written, or a log not read
+    +-- ImportCancelled         the owner cancelled an asset import
+    +-- NodeBusy                another node already runs on this data dir
+    (node.identity adds AuthError and PinMismatch: refused peer requests, wrong TLS pins)
 
 Every message says what happened and what to do next. HTTP handlers turn these into RFC 9457
 problem details with a stable ``type`` (see ``ParleyError.problem_type``).
@@ -21,11 +27,19 @@ problem details with a stable ``type`` (see ``ParleyError.problem_type``).
 from __future__ import annotations
 
 
+_BY_PROBLEM_TYPE: dict[str, type[ParleyError]] = {}
+
+
 class ParleyError(Exception):
     """Root of every error Parley reports to a person."""
 
     problem_type = "about:blank"
     http_status = 400
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.problem_type != "about:blank":
+            _BY_PROBLEM_TYPE.setdefault(cls.problem_type, cls)
 
     @property
     def message(self) -> str:
@@ -81,3 +95,44 @@ class JobFailed(ParleyError):
 class NodeUnreachable(ParleyError):
     problem_type = "https://parley.example/problems/node-unreachable"
     http_status = 502
+
+
+class UnknownPeer(ParleyError):
+    problem_type = "https://parley.example/problems/unknown-peer"
+    http_status = 404
+
+
+class PairingError(ParleyError):
+    problem_type = "https://parley.example/problems/pairing"
+    http_status = 409
+
+
+class AuditError(ParleyError):
+    """An audit entry that cannot be written, or a log that cannot be read."""
+
+    problem_type = "https://parley.example/problems/audit"
+    http_status = 500
+
+
+class ImportCancelled(ParleyError):
+    problem_type = "https://parley.example/problems/import-cancelled"
+    http_status = 409
+
+
+class NodeBusy(ParleyError):
+    """Another node process holds this data dir."""
+
+    problem_type = "https://parley.example/problems/node-busy"
+    http_status = 409
+
+
+def error_from_problem(document: object, status: int = 0) -> ParleyError:
+    """The specific exception an RFC 9457 problem document stands for (the client's side of
+    ``ParleyError.problem_type``); ParleyError itself for a type this side does not know."""
+    doc = document if isinstance(document, dict) else {}
+    detail = str(doc.get("detail") or doc.get("title") or f"the node answered HTTP {status}")
+    cls = _BY_PROBLEM_TYPE.get(str(doc.get("type", "")), ParleyError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, detail)
+    exc.status = status  # type: ignore[attr-defined]
+    return exc

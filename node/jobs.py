@@ -11,7 +11,7 @@ Party job states (shared/ARCHITECTURE.md)::
                        |                |           |           +-> failed (reason)
                        +-> rejected     +-> cancelled (any live state) / failed
 
-Every change appends an event (a numbered row) that the APIs stream to watchers. A node that
+Every change appends an event to the node's event log (node/events.py). A node that
 starts and finds a job ``starting`` or ``running`` marks it failed: its party process died
 with the node.
 """
@@ -28,14 +28,17 @@ from typing import Any, Iterable
 
 from node import db
 from node.errors import JobStateError, UnknownJob
+from node.events import EventKind, EventLog, JobState, Role
+from node.proposal import code_kind
 
-TERMINAL = frozenset({"rejected", "succeeded", "failed", "cancelled"})
+S = JobState
+TERMINAL = frozenset({S.REJECTED, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "proposed": frozenset({"awaiting_approval", "approved", "rejected", "cancelled", "failed"}),
-    "awaiting_approval": frozenset({"approved", "rejected", "cancelled", "failed"}),
-    "approved": frozenset({"starting", "cancelled", "failed"}),
-    "starting": frozenset({"running", "succeeded", "failed", "cancelled"}),
-    "running": frozenset({"succeeded", "failed", "cancelled"}),
+    S.PROPOSED: frozenset({S.AWAITING_APPROVAL, S.APPROVED, S.REJECTED, S.CANCELLED, S.FAILED}),
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.FAILED}),
+    S.APPROVED: frozenset({S.STARTING, S.CANCELLED, S.FAILED}),
+    S.STARTING: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
 }
 
 _SCHEMA = """
@@ -49,10 +52,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS policies (
     orchestrator TEXT NOT NULL, kind TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (orchestrator, kind)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, role TEXT NOT NULL,
-    t REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL
 );
 """
 
@@ -76,11 +75,16 @@ class JobRecord:
         return self.state in TERMINAL
 
     def public(self, with_result: bool = False) -> dict[str, Any]:
+        """The job for the admin API; a list leaves out the review (it carries the source)."""
+        detail = self.detail if with_result else {k: v for k, v in self.detail.items()
+                                                  if k != "review"}
         out = {
             "id": self.id, "role": self.role, "state": self.state, "reason": self.reason,
             "proposal_hash": self.proposal_hash, "rank": self.rank,
             "created_at": self.created_at, "updated_at": self.updated_at,
-            "title": self.proposal.get("title", ""), "detail": self.detail,
+            "title": self.proposal.get("title", ""), "detail": detail,
+            "orchestrator": self.proposal.get("orchestrator", {}).get("name", ""),
+            "kind": code_kind(self.proposal),
         }
         if with_result:
             out["result"] = self.result
@@ -91,9 +95,10 @@ class JobRecord:
 class JobBook:
     """All job records of one node. Thread-safe; callers run it off the event loop."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, events: EventLog) -> None:
         self._db = db.connect(data_dir / "jobs.sqlite", _SCHEMA)
         self._lock = threading.Lock()
+        self.events = events
 
     def close(self) -> None:
         with self._lock:
@@ -173,7 +178,7 @@ class JobBook:
                 merged = {**json.loads(row[0]), **detail} if row else detail
                 self._db.execute("UPDATE jobs SET detail = ?, updated_at = ? WHERE id = ? AND "
                                  "role = ?", (json.dumps(merged), time.time(), job_id, role))
-                self._event(job_id, role, "detail", detail)
+                self.add_event(job_id, role, "detail", detail)
 
     def fail_interrupted(self) -> list[str]:
         """At start: jobs that were live when the node stopped cannot be resumed."""
@@ -184,7 +189,7 @@ class JobBook:
             with self._lock:
                 self._db.execute("UPDATE jobs SET state='failed', reason=?, updated_at=? WHERE "
                                  "id=? AND role=?", (reason, time.time(), rec.id, rec.role))
-                self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
+            self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
         return [r.id for r in live]
 
     def last_approved_source(self, orchestrator: str, title: str, before: str) -> str | None:
@@ -202,11 +207,15 @@ class JobBook:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO policies VALUES (?,?,?)",
                              (orchestrator, kind, time.time()))
+        self.events.append(EventKind.POLICY_ADDED, {"orchestrator": orchestrator, "kind": kind})
 
     def remove_policy(self, orchestrator: str, kind: str) -> bool:
         with self._lock:
             cur = self._db.execute("DELETE FROM policies WHERE orchestrator=? AND kind=?",
                                    (orchestrator, kind))
+        if cur.rowcount > 0:
+            self.events.append(EventKind.POLICY_REMOVED, {"orchestrator": orchestrator,
+                                                          "kind": kind})
         return cur.rowcount > 0
 
     def policies(self) -> list[dict[str, Any]]:
@@ -222,25 +231,15 @@ class JobBook:
         return row is not None
 
     # -- events --------------------------------------------------------------------------
-    def add_event(self, job_id: str, role: str, kind: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            self._event(job_id, role, kind, data)
+    def add_event(self, job_id: str, role: str, phase: str, data: dict[str, Any]) -> None:
+        """Progress of a job: a party's phase (joined, locked, reveal, ...) or new detail."""
+        self.events.append(EventKind.JOB_PROGRESS, {"job_id": job_id, "role": role,
+                                                     "phase": phase, **data},
+                           job_id=job_id, role=role)
 
     def _event(self, job_id: str, role: str, kind: str, data: dict[str, Any]) -> None:
-        self._db.execute("INSERT INTO events (job_id, role, t, kind, data) VALUES (?,?,?,?,?)",
-                         (job_id, role, time.time(), kind, json.dumps(data)))
-
-    def events(self, after: int = 0, job_id: str | None = None, limit: int = 500
-               ) -> list[dict[str, Any]]:
-        query = "SELECT seq, job_id, role, t, kind, data FROM events WHERE seq > ?"
-        args: list[Any] = [after]
-        if job_id:
-            query += " AND job_id = ?"
-            args.append(job_id)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()
-        return [{"seq": r[0], "job_id": r[1], "role": r[2], "t": r[3], "kind": r[4],
-                 "data": json.loads(r[5])} for r in rows]
+        self.events.append(EventKind.JOB_STATE, {"job_id": job_id, "role": role, **data},
+                           job_id=job_id, role=role)
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:

@@ -22,13 +22,13 @@ from node import plans
 from node import proposal as proposals
 from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
+from node.events import FailureKind, JobState, Role
 from node.jobs import TERMINAL, JobRecord
 
 logger = logging.getLogger(__name__)
-ORCH = "orchestrator"
+ORCH = Role.ORCHESTRATOR
 POLL_S = 0.2
 UNREACHABLE_AFTER_S = 15.0
-_SECONDARY = ("lost the connection", "stopped answering", "cancelled:")
 
 
 class Orchestrator:
@@ -99,6 +99,24 @@ class Orchestrator:
         return {"tags": tags, "matches": sorted(matches, key=lambda m: m["node"]["name"]),
                 "slow": sorted(tasks[t]["name"] for t in pending), "errors": errors}
 
+    async def schemas_elsewhere(self, p: dict[str, Any], rank: int) -> dict[str, dict[str, Any]]:
+        """The catalog schema of every tag of ``p`` bound at another rank than ``rank`` (what a
+        dry run needs to stand in for it); tags whose holder does not answer are left out."""
+        wanted = {b["tag"]: proposals.party_of(p, b["rank"]) for b in p["bindings"]
+                  if b["rank"] != rank}
+
+        async def one(tag: str, party: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+            try:
+                found = await asyncio.wait_for(self._call(
+                    "GET", party, f"/peer/v1/catalog?tag={quote(tag)}"), 5)
+            except (ParleyError, asyncio.TimeoutError):
+                return tag, None
+            assets = found.get("assets", [])
+            return tag, assets[0]["schema"] if len(assets) == 1 else None
+
+        pairs = await asyncio.gather(*(one(t, q) for t, q in wanted.items()))
+        return {tag: schema for tag, schema in pairs if schema is not None}
+
     async def probe_manual(self) -> None:
         """Ask each manually added address who it is (an unauthenticated hello is not
         needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
@@ -159,7 +177,6 @@ class Orchestrator:
                                         str(q["rank"]): {"name": q["name"], "state": "proposed"}
                                         for q in p["parties"]}})
         self.node.spawn(self._drive(job.id))
-        self.node.notify()
         return job
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
@@ -172,7 +189,6 @@ class Orchestrator:
             job = self.node.jobs.transition(job_id, ORCH, "cancelled", reason)
         except JobStateError:
             job = self.node.jobs.get(job_id, ORCH)
-        self.node.notify()
         return job
 
     # -- the drive ----------------------------------------------------------------------
@@ -181,14 +197,12 @@ class Orchestrator:
             self.node.jobs.transition(job_id, ORCH, state, reason)
         except JobStateError:
             return
-        self.node.notify()
 
     def _party_detail(self, job_id: str, rank: int, **fields: Any) -> None:
         job = self.node.jobs.get(job_id, ORCH)
         parties = job.detail.get("parties", {})
         parties[str(rank)] = {**parties.get(str(rank), {}), **fields}
         self.node.jobs.update(job_id, ORCH, detail={"parties": parties})
-        self.node.notify()
 
     async def _drive(self, job_id: str) -> None:
         p = self.node.jobs.get(job_id, ORCH).proposal
@@ -267,7 +281,8 @@ class Orchestrator:
         known = job.detail.get("parties", {})
         for rank, state in pairs:
             old = known.get(str(rank), {})
-            fields = {"state": state["state"], "reason": state.get("reason", "")}
+            fields = {"state": state["state"], "reason": state.get("reason", ""),
+                      "failure_kind": state.get("detail", {}).get("failure_kind", "")}
             if "detail" in state and state["detail"].get("timings"):
                 fields["timings"] = state["detail"]["timings"]
                 fields["stats"] = state["detail"].get("stats", {})
@@ -345,17 +360,27 @@ class Orchestrator:
         await asyncio.gather(*(one(q) for q in p["parties"] if q["rank"] not in skip))
 
 
+def _failure_kind(state: dict[str, Any]) -> FailureKind | None:
+    try:
+        return FailureKind(state.get("detail", {}).get("failure_kind", ""))
+    except ValueError:
+        return None
+
+
 def _root_cause(states: dict[int, dict[str, Any]]) -> tuple[int, str]:
     """Which party's end explains the others', from every party's state at first failure.
 
-    A crashed party is named by its own node; the survivors only say they lost it. A frozen
-    party says nothing: it is the one still 'running' while the others timed out on it."""
-    failed = {r: s for r, s in states.items() if s["state"] in ("failed", "cancelled")}
+    A crashed party is named by its own node; the survivors' failure kinds say they only lost
+    it (``FailureKind.secondary``). A frozen party says nothing: it is the one still 'running'
+    while the others timed out on it."""
+    failed = {r: s for r, s in states.items()
+              if s["state"] in (JobState.FAILED, JobState.CANCELLED)}
     for rank, state in sorted(failed.items()):
-        if not any(marker in state.get("reason", "") for marker in _SECONDARY):
+        kind = _failure_kind(state)
+        if not (kind is not None and kind.secondary) and state["state"] == JobState.FAILED:
             return rank, state.get("reason") or state["state"]
-    silent = sorted(r for r, s in states.items() if s["state"] == "running")
-    if silent and any("stopped answering" in s.get("reason", "") for s in failed.values()):
+    silent = sorted(r for r, s in states.items() if s["state"] == JobState.RUNNING)
+    if silent and any(_failure_kind(s) is FailureKind.PEER_TIMEOUT for s in failed.values()):
         return silent[0], "stopped answering; the other parties timed out waiting for it"
     rank = sorted(failed)[0]
     return rank, failed[rank].get("reason") or failed[rank]["state"]

@@ -176,7 +176,8 @@ def run(spec: dict[str, Any]) -> int:
     reveal = runtime.RevealGuard(to=reveal_map.get("to", []),
                                  everyone=bool(reveal_map.get("everyone", False)),
                                  budget=int(reveal_map.get("budget", 1_000_000)),
-                                 on_reveal=lambda dst, n: emit("reveal", dst=dst, elements=n))
+                                 on_reveal=lambda dst, n: emit("reveal", dst=dst, elements=n),
+                                 alone=world == 1)
     reveal.install()
     runtime.hide_shares()
     facade = runtime.crypten_facade(api.load, api.load_model)

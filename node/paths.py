@@ -25,3 +25,42 @@ def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
     path = path.expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+LOCK_FILE = "node.lock"
+
+
+def lock_data_dir(path: Path) -> int:
+    """Hold ``path``'s lock for the life of this process: one node per data dir. Returns the
+    lock's file descriptor (closing it releases the lock); NodeBusy if another node holds it."""
+    import fcntl
+
+    from node.errors import NodeBusy
+
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise NodeBusy(f"another node already runs on {path}; stop it first, or give this one "
+                       f"another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def node_running(path: Path) -> bool:
+    """Whether a node holds ``path``'s lock now: a node.json left by a crash is not trusted."""
+    import fcntl
+
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

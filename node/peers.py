@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from node import db
-from node.errors import ParleyError
+from node.errors import UnknownPeer
+from node.events import EventKind, EventLog, TrustState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -27,12 +28,9 @@ CREATE TABLE IF NOT EXISTS peers (
     online INTEGER NOT NULL DEFAULT 1, paired_at REAL
 );
 CREATE TABLE IF NOT EXISTS manual (address TEXT PRIMARY KEY, added_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pairings (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
-
-class UnknownPeer(ParleyError):
-    problem_type = "https://parley.example/problems/unknown-peer"
-    http_status = 404
 
 
 @dataclass
@@ -69,9 +67,17 @@ class Peer:
 
 
 class PeerBook:
-    def __init__(self, data_dir: Path) -> None:
+    """Every change of a peer's presence or trust is also an event (``peer.*``)."""
+
+    def __init__(self, data_dir: Path, events: EventLog) -> None:
         self._db = db.connect(data_dir / "peers.sqlite", _SCHEMA)
         self._lock = threading.Lock()
+        self.events = events
+
+    def _announce(self, kind: EventKind, peer: Peer, trust: str | None = None) -> None:
+        self.events.append(kind, {"node_id": peer.node_id, "name": peer.name,
+                                  "address": f"{peer.host}:{peer.port}",
+                                  "trust": trust or peer.state, "online": peer.online})
 
     def close(self) -> None:
         with self._lock:
@@ -126,6 +132,7 @@ class PeerBook:
              catalog_version: int = 0) -> Peer:
         """Record a sighting (mDNS, a manual address, a pairing request). Never changes trust."""
         now = time.time()
+        before = self._rows("WHERE node_id = ?", (node_id,))
         with self._lock:
             self._db.execute(
                 "INSERT INTO peers (node_id, name, host, port, state, source, catalog_version, "
@@ -133,24 +140,47 @@ class PeerBook:
                 "UPDATE SET name=excluded.name, host=excluded.host, port=excluded.port, "
                 "catalog_version=excluded.catalog_version, last_seen=excluded.last_seen, "
                 "online=1", (node_id, name[:63], host, port, source, catalog_version, now))
-        return self.get(node_id)
+        peer = self.get(node_id)
+        if not before or not before[0].online:
+            self._announce(EventKind.PEER_FOUND, peer)
+            if self.name_clash(peer):
+                self._announce(EventKind.PEER_TRUST_CHANGED, peer, TrustState.KEY_CHANGED)
+        elif (before[0].host, before[0].port, before[0].name) != (host, port, name[:63]):
+            self._announce(EventKind.PEER_FOUND, peer)  # moved or renamed
+        return peer
 
     def offline(self, node_id: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE peers SET online = 0 WHERE node_id = ?", (node_id,))
+            cur = self._db.execute("UPDATE peers SET online = 0 WHERE node_id = ? AND online = 1",
+                                   (node_id,))
+        if cur.rowcount:
+            self._announce(EventKind.PEER_LOST, self.get(node_id))
 
     def pair(self, node_id: str, public_key_b64: str, cert_pem: str, cert_sha256: str) -> Peer:
         with self._lock:
             self._db.execute("UPDATE peers SET state='paired', public_key=?, cert_pem=?, "
                              "cert_sha256=?, paired_at=? WHERE node_id=?",
                              (public_key_b64, cert_pem, cert_sha256, time.time(), node_id))
-        return self.get(node_id)
+        peer = self.get(node_id)
+        self._announce(EventKind.PEER_TRUST_CHANGED, peer, TrustState.PAIRED)
+        return peer
 
     def revoke(self, node_id: str) -> Peer:
         self.get(node_id)
         with self._lock:
             self._db.execute("UPDATE peers SET state='revoked' WHERE node_id=?", (node_id,))
-        return self.get(node_id)
+        peer = self.get(node_id)
+        self._announce(EventKind.PEER_TRUST_CHANGED, peer, TrustState.REVOKED)
+        return peer
+
+    # -- pairing requests waiting for an owner (kept across restarts) --------------------
+    def store_pairing(self, pairing_id: str, data: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO pairings VALUES (?, ?)", (pairing_id, data))
+
+    def stored_pairings(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT data FROM pairings")]
 
     # -- addresses multicast does not reach ---------------------------------------------
     def add_manual(self, address: str) -> None:

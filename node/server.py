@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp import web
 from node.api import admin_app, peer_app
 from node.core import Node
 from node.orchestrator import Orchestrator
+from node.paths import lock_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class NodeServer:
         self.orchestrator: Orchestrator | None = None
         self._runners: list[web.AppRunner] = []
         self.admin_url = ""
+        self.stopping = asyncio.Event()  # set by the admin API's shutdown
+        self._lock_fd: int | None = None
 
     async def _site(self, app: web.Application, host: str, port: int,
                     ssl_context: Any = None) -> int:
@@ -54,6 +58,12 @@ class NodeServer:
         return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     async def start(self) -> None:
+        self._lock_fd = lock_data_dir(self.data_dir)
+        stale = self.data_dir / "node.json"
+        if stale.exists():
+            logger.warning("a node.json was left behind by a node that did not stop cleanly; "
+                           "replacing it")
+            stale.unlink()
         self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve,
                          accept_reduced_isolation=self.accept_reduced_isolation)
         self.orchestrator = Orchestrator(self.node)
@@ -63,11 +73,12 @@ class NodeServer:
         self.node.trust.peer_port = port
         if self.mdns:
             await self._start_discovery(port)
-        admin_port = await self._site(admin_app(self.node, self.orchestrator, self.token),
-                                      "127.0.0.1", self.admin_port)
+        admin_port = await self._site(admin_app(self.node, self.orchestrator, self.token,
+                                                self.stopping), "127.0.0.1", self.admin_port)
         self.admin_url = f"http://127.0.0.1:{admin_port}"
         self.node.write_runtime_file(self.admin_url, self.token)
         self.node.spawn(self._probe_manual_peers())
+        self.node.spawn(self._expire_pairings())
         logger.info("node %s (%s): peer API %s, admin API %s", self.name, self.node.node_id,
                     self.node.peer_url, self.admin_url)
 
@@ -89,11 +100,10 @@ class NodeServer:
         async def on_event(event: Any) -> None:
             rec = event.record
             if event.kind == "removed":
-                node.trust.peers.offline(rec.node_id)
+                await asyncio.to_thread(node.trust.peers.offline, rec.node_id)
             else:
-                node.trust.peers.seen(rec.node_id, rec.name, rec.host, rec.port, "mdns",
-                                      rec.catalog_version)
-            node.notify()
+                await asyncio.to_thread(node.trust.peers.seen, rec.node_id, rec.name, rec.host,
+                                        rec.port, "mdns", rec.catalog_version)
 
         self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)
         await self._browser.start()
@@ -107,6 +117,13 @@ class NodeServer:
         while True:
             await self.orchestrator.probe_manual()
             await asyncio.sleep(30.0)
+
+    async def _expire_pairings(self) -> None:
+        """Pairing requests past their time become ``pairing.expired`` events as they expire."""
+        assert self.node is not None
+        while True:
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(self.node.trust.expire)
 
     async def _follow_catalog(self) -> None:
         """Announce a new catalog version when assets change (peers re-read the catalog)."""
@@ -130,7 +147,10 @@ class NodeServer:
             await runner.cleanup()
         if self.node:
             await self.node.close()
-        (self.data_dir / "node.json").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            (self.data_dir / "node.json").unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 async def serve_forever(server: NodeServer) -> None:
@@ -138,6 +158,7 @@ async def serve_forever(server: NodeServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server.stopping = stop
     await server.start()
     print(f"parley node '{server.name}' ready: peer API {server.node.peer_url}, "  # type: ignore[union-attr]
           f"admin API {server.admin_url}, data {server.data_dir}", flush=True)

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,10 +234,14 @@ class Store:
         tags: Iterable[str] = (),
         description: str = "",
         label_column: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Asset:
-        """A dataset from a CSV file with a header row and numbers in every other cell."""
+        """A dataset from a CSV file with a header row and numbers in every other cell.
+
+        ``progress(done, total)`` is called now and then while reading (characters); it may
+        raise to stop the import, and then nothing is stored."""
         path = Path(path)
-        columns, features, labels = _read_csv(path, label_column)
+        columns, features, labels = _read_csv(path, label_column, progress)
         return self._commit(
             _dataset(path.stem, name, tags, description, columns, features, labels, label_column)
         )
@@ -438,6 +442,44 @@ class Store:
                 "use a more specific tag, or add one that only the intended asset carries"
             )
         return found[0]
+
+    def update(self, asset_id: str, *, name: str | None = None,
+               tags: Iterable[str] | None = None, description: str | None = None) -> Asset:
+        """Change what the catalog says of an asset (its content never changes)."""
+        asset = self.get(asset_id)
+        new_tags = normalise_tags(tags) if tags is not None else asset.tags
+        with self._write() as db:
+            db.execute("UPDATE assets SET name = ?, description = ? WHERE id = ?",
+                       (_clean_name(name, asset.name) if name is not None else asset.name,
+                        _clean_description(description) if description is not None
+                        else asset.description, asset_id))
+            db.execute("DELETE FROM tags WHERE asset_id = ?", (asset_id,))
+            db.executemany("INSERT INTO tags (asset_id, tag) VALUES (?, ?)",
+                           [(asset_id, t) for t in new_tags])
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'")
+        return self.get(asset_id)
+
+    def preview(self, asset_id: str, rows: int = 20) -> dict[str, Any]:
+        """What the owner sees of their own asset: the first rows, or a model's layers."""
+        asset = self.get(asset_id)
+        if asset.kind == "model":
+            import onnx
+
+            graph = onnx.load_model_from_string(self.model_bytes(asset)).graph
+            return {"kind": "model", "inputs": asset.schema.get("inputs", []),
+                    "outputs": asset.schema.get("outputs", []),
+                    "parameters": asset.schema.get("parameters"),
+                    "layers": [{"op": n.op_type, "name": n.name} for n in graph.node]}
+        features = self.load_array(asset)[:rows]
+        label = asset.schema.get("label")
+        columns = list(asset.schema.get("columns", []))
+        table = features.tolist()
+        if label:
+            labels = self.load_array(asset, "labels")[:rows].tolist()
+            columns.append(label["name"])
+            table = [r + [y] for r, y in zip(table, labels)]
+        return {"kind": "dataset", "columns": columns, "rows": table,
+                "shape": asset.schema.get("shape"), "label": label["name"] if label else None}
 
     def catalog_version(self) -> int:
         with self._read() as db:
@@ -648,7 +690,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_csv(
-    path: Path, label_column: str | None
+    path: Path, label_column: str | None, progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Features, labels and column names from a CSV file, checked cell by cell."""
     fname = path.name
@@ -657,7 +699,8 @@ def _read_csv(
         raise DatasetError(
             f"{fname} is empty; a dataset needs a header row and at least one data row"
         )
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    stream = io.StringIO(text, newline="")
+    reader = csv.reader(stream, strict=True)
     rows: list[list[float]] = []
     header: list[str] | None = None
     line = 1  # the line the next record starts on (header = line 1)
@@ -677,6 +720,8 @@ def _read_csv(
             rows.append(
                 [_parse_cell(fname, start, header[i], cell) for i, cell in enumerate(record)]
             )
+            if progress is not None and len(rows) % 2000 == 0:
+                progress(stream.tell(), len(text))
     except csv.Error as exc:
         raise DatasetError(f"{fname} line {line}: not valid CSV ({exc}); fix the line") from None
     assert header is not None  # the file has non-blank text, so a header was read

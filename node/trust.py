@@ -13,7 +13,9 @@ Pairing (like Bluetooth's numeric comparison), between initiator A and responder
    owner's and the peer's confirmation, the peer is paired: its key authenticates requests
    and its certificate is pinned, both ways.
 
-A pairing request waits for its owner for ``PAIRING_TTL_S`` and then expires.
+A pairing request waits for its owner for ``PAIRING_TTL_S`` and then expires. Requests are
+kept in the peer book's database, so a node restart keeps the ones still pending, and every
+change of one is an event (``pairing.*``) that the GUI's inbox follows.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import aiohttp
 from aiohttp import web
 
 from node.audit import AuditLog
-from node.errors import ParleyError
+from node.errors import PairingError
+from node.events import EventKind, EventLog
 from node.identity import (
     AuthError,
     AuthReason,
@@ -53,10 +56,6 @@ from node.wire import canonical
 
 PAIRING_TTL_S = 120.0
 
-
-class PairingError(ParleyError):
-    problem_type = "https://parley.example/problems/pairing"
-    http_status = 409
 
 
 @dataclass
@@ -81,12 +80,27 @@ class Pairing:
     def expires(self) -> float:
         return self.created + PAIRING_TTL_S
 
-    def public(self) -> dict[str, Any]:
+    def public(self, my_node_id: str = "") -> dict[str, Any]:
         return {"id": self.id, "direction": self.direction, "node_id": self.node_id,
                 "name": self.name, "address": f"{self.host}:{self.port}", "code": self.code,
+                "peer_fingerprint": self.node_id, "my_fingerprint": my_node_id,
                 "local_confirmed": self.local_confirmed,
                 "remote_confirmed": self.remote_confirmed, "state": self.state,
+                "created": self.created,
                 "expires_in_s": max(0, round(self.expires - time.time()))}
+
+    def stored(self) -> str:
+        """This request as the peer book keeps it (nonce and key in hex)."""
+        fields = {k: (v.hex() if isinstance(v, bytes) else v)
+                  for k, v in self.__dict__.items()}
+        return json.dumps(fields)
+
+    @classmethod
+    def from_stored(cls, text: str) -> Pairing:
+        fields = json.loads(text)
+        for key in ("public_key", "my_nonce"):
+            fields[key] = bytes.fromhex(fields[key])
+        return cls(**fields)
 
 
 async def _certificate_at(host: str, port: int) -> bytes:
@@ -109,16 +123,18 @@ def _b64(raw: bytes) -> str:
 class Trust:
     """One node's identity, its peers and everything that proves a request came from one."""
 
-    def __init__(self, data_dir: Path, name: str) -> None:
+    def __init__(self, data_dir: Path, name: str, events: EventLog | None = None) -> None:
         self.name = name
         self.identity = NodeIdentity.load_or_create(data_dir)
         self.node_id = self.identity.node_id
-        self.peers = PeerBook(data_dir)
+        self.events = events or EventLog(data_dir)
+        self.peers = PeerBook(data_dir, self.events)
         self.audit = AuditLog(data_dir)
         self.verifier = RequestVerifier(node_id=self.node_id, nonce_db=data_dir / "nonces.sqlite")
         self.server_ctx = server_ssl_context(
             self.identity, [self.identity.cert_pem] + [p.cert_pem for p in self.peers.paired()])
-        self.pairings: dict[str, Pairing] = {}
+        self.pairings: dict[str, Pairing] = {
+            p.id: p for p in map(Pairing.from_stored, self.peers.stored_pairings())}
         self.peer_port = 0
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
@@ -229,8 +245,8 @@ class Trust:
                                    f"{(await resp.json(content_type=None)).get('detail')}")
         pairing.code = pairing_code(self.identity.public_key_bytes, pairing.public_key,
                                     nonce_a=nonce, nonce_b=bytes.fromhex(answer["nonce"]))
-        self.pairings[pairing_id] = pairing
         self.peers.seen(pairing.node_id, pairing.name, host, port, "pairing")
+        self._changed(pairing, EventKind.PAIRING_REQUESTED, code=pairing.code)
         self.audit.append("pairing", event="requested", peer=pairing.node_id, name=pairing.name)
         return pairing
 
@@ -263,7 +279,7 @@ class Trust:
         pairing = self._peer_from(body, remote, port, body["id"], "in")
         pairing.commitment = str(body.get("commitment", ""))
         pairing.my_nonce = secrets.token_bytes(16)
-        self.pairings[pairing.id] = pairing
+        self._changed(pairing, None)  # shown once it has a code (after the reveal)
         return {"node_id": self.node_id, "name": self.name,
                 "public_key": _b64(self.identity.public_key_bytes),
                 "cert_pem": self.identity.cert_pem, "nonce": pairing.my_nonce.hex()}
@@ -276,18 +292,34 @@ class Trust:
             raise PairingError("malformed reveal") from None
         if pairing_commitment(pairing.public_key, nonce) != pairing.commitment:
             pairing.state = "rejected"
+            self._changed(pairing, EventKind.PAIRING_REJECTED, by="check")
             raise PairingError("the nonce does not match its commitment; pairing refused")
         pairing.code = pairing_code(self.identity.public_key_bytes, pairing.public_key,
                                     nonce_a=pairing.my_nonce, nonce_b=nonce)
         self.peers.seen(pairing.node_id, pairing.name, pairing.host, pairing.port, "pairing")
+        self._changed(pairing, EventKind.PAIRING_REQUESTED, code=pairing.code)
         self.audit.append("pairing", event="requested", peer=pairing.node_id, name=pairing.name)
 
     # -- both sides ---------------------------------------------------------------------
+    def _changed(self, pairing: Pairing, kind: EventKind | None, **data: Any) -> None:
+        """Keep the request in the peer book and tell whoever follows the events."""
+        self.pairings[pairing.id] = pairing
+        self.peers.store_pairing(pairing.id, pairing.stored())
+        if kind is not None:
+            self.events.append(kind, {"pairing_id": pairing.id, "node_id": pairing.node_id,
+                                      "name": pairing.name, "direction": pairing.direction,
+                                      "state": pairing.state, **data})
+
     def _expire(self) -> None:
         now = time.time()
-        for p in self.pairings.values():
+        for p in list(self.pairings.values()):
             if p.state == "pending" and now > p.expires:
                 p.state = "expired"
+                self._changed(p, EventKind.PAIRING_EXPIRED)
+
+    def expire(self) -> None:
+        """Mark requests past their time expired (the node calls this every few seconds)."""
+        self._expire()
 
     def _pending(self, pairing_id: str) -> Pairing:
         self._expire()
@@ -302,7 +334,8 @@ class Trust:
 
     def list_pairings(self) -> list[dict[str, Any]]:
         self._expire()
-        return [p.public() for p in self.pairings.values() if p.code]
+        return [p.public(self.node_id) for p in sorted(self.pairings.values(),
+                                                        key=lambda p: p.created) if p.code]
 
     async def confirm(self, pairing_id: str) -> Pairing:
         """The owner compared the codes: confirm locally and tell the peer, signed."""
@@ -324,6 +357,7 @@ class Trust:
         pairing.local_confirmed = True
         self.audit.append("pairing", event="confirmed", peer=pairing.node_id, by="owner")
         self._maybe_paired(pairing)
+        self._changed(pairing, EventKind.PAIRING_CONFIRMED, by="owner")
         return pairing
 
     async def remote_confirm(self, pairing_id: str, request: web.Request) -> None:
@@ -332,18 +366,21 @@ class Trust:
         if sender != pairing.node_id:
             raise PairingError("the confirmation is not from the node being paired")
         body = await request.json()
-        if body.get("code") != pairing.code:
+        if not isinstance(body, dict) or body.get("code") != pairing.code:
             pairing.state = "rejected"
+            self._changed(pairing, EventKind.PAIRING_REJECTED, by="check")
             raise PairingError("the peer computed another code: someone is in between; "
                                "pairing refused")
         pairing.remote_confirmed = True
         self.audit.append("pairing", event="confirmed", peer=pairing.node_id, by="peer")
         self._maybe_paired(pairing)
+        self._changed(pairing, EventKind.PAIRING_CONFIRMED, by="peer")
 
     def reject(self, pairing_id: str) -> Pairing:
         pairing = self._pending(pairing_id)
         pairing.state = "rejected"
         self.audit.append("pairing", event="rejected", peer=pairing.node_id, by="owner")
+        self._changed(pairing, EventKind.PAIRING_REJECTED, by="owner")
         return pairing
 
     def _maybe_paired(self, pairing: Pairing) -> None:

@@ -84,7 +84,10 @@ def test_an_encrypted_value_cannot_be_returned():
 
 
 def test_job_state_machine_refuses_impossible_moves_and_survives_reopen(tmp_path):
-    book = JobBook(tmp_path)
+    from node.events import EventLog
+
+    events = EventLog(tmp_path)
+    book = JobBook(tmp_path, events)
     p = proposals.validate(copy.deepcopy(GOOD))
     book.create(p["job_id"], "party", "awaiting_approval", p, "h", 1)
     with pytest.raises(JobStateError, match="cannot become running"):
@@ -95,11 +98,15 @@ def test_job_state_machine_refuses_impossible_moves_and_survives_reopen(tmp_path
     with pytest.raises(JobStateError, match="already exists"):
         book.create(p["job_id"], "party", "awaiting_approval", p, "h", 1)
     book.close()
-    book = JobBook(tmp_path)
+    events.close()
+    events = EventLog(tmp_path)  # the log survives the restart, and so does its numbering
+    book = JobBook(tmp_path, events)
     assert book.fail_interrupted() == [p["job_id"]]
     job = book.get(p["job_id"], "party")
     assert job.state == "failed" and "node stopped while the job was running" in job.reason
-    assert [e["data"]["state"] for e in book.events(job_id=p["job_id"])] == [
+    states = [e for e in events.since(job_id=p["job_id"]) if e["kind"] == "job.state"]
+    assert [e["data"]["state"] for e in states] == [
         "awaiting_approval", "approved", "starting", "running", "failed"]
+    assert [e["seq"] for e in states] == sorted(e["seq"] for e in states)
     with pytest.raises(UnknownJob):
         book.get("j-ffffffffffffffff")

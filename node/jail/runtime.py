@@ -252,8 +252,11 @@ def compile_unguarded(source: str, entry: str, crypten_api: Facade) -> Callable[
 class RevealGuard:
     """Enforces the reveal map on every decryption, identically at every party."""
 
-    def __init__(self, to: list[int], everyone: bool, budget: int, on_reveal: Callable[..., None]
-                 ) -> None:
+    def __init__(self, to: list[int], everyone: bool, budget: int, on_reveal: Callable[..., None],
+                 alone: bool = False) -> None:
+        """``alone``: a one-party dry run; reveals are checked against the real map, then
+        decrypted here (the one party plays every rank)."""
+        self.alone = alone
         self.to = set(to)
         self.everyone = everyone
         self.budget = budget
@@ -283,7 +286,7 @@ class RevealGuard:
 
             def get_plain_text(self: Any, dst: Any = None, _orig: Any = original) -> Any:
                 reveal.check(dst, int(self.nelement()))
-                return _orig(self, dst=dst)
+                return _orig(self, dst=None if reveal.alone else dst)
 
             cls.get_plain_text = get_plain_text  # type: ignore[method-assign]
         for cls, name in ((crypten.mpc.MPCTensor, "reveal"), (crypten.mpc.MPCTensor, "decrypt"),

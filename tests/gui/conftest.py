@@ -1,0 +1,56 @@
+"""GUI fixtures: the real Qt app (offscreen, pytest-qt) against real ``parley node`` processes.
+
+``make_node`` (tests/conftest.py) starts the nodes; ``connect`` gives a ``NodeConnection`` to one
+of them that is closed at teardown, and the teardown fails if a thread was left running.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator
+
+import pytest
+
+from gui.client import NodeConnection
+from node.localnet import LocalNode
+
+
+@pytest.fixture
+def connect(qtbot) -> Iterator[Callable[[LocalNode], NodeConnection]]:  # noqa: ANN001
+    made: list[NodeConnection] = []
+    before = {t.ident for t in threading.enumerate()}
+
+    def make(node: LocalNode, follow: bool = True) -> NodeConnection:
+        conn = NodeConnection(node.data_dir)
+        made.append(conn)
+        if follow:
+            conn.start()
+        return conn
+
+    yield make
+    for conn in made:
+        conn.close()
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()
+            and t.name.startswith("parley-")]
+    assert not left, f"threads left running: {left}"
+
+
+@pytest.fixture
+def make_window(qtbot, connect) -> Iterator[Callable[[LocalNode], "MainWindow"]]:  # noqa: ANN001
+    """Build the main window against a real node (its connection from ``connect``), shown
+    offscreen; every window is closed at teardown, before its connection."""
+    from gui.main_window import MainWindow
+
+    made: list[MainWindow] = []
+
+    def make(node: LocalNode) -> MainWindow:
+        window = MainWindow(connect(node))
+        qtbot.addWidget(window)
+        made.append(window)
+        window.show()
+        window.attach()
+        return window
+
+    yield make
+    for window in made:
+        window.close()
