@@ -315,6 +315,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if out["verify"]["ok"] else 1
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    """The desktop app. It is exec'd rather than imported: node/ never imports the GUI, and a
+    headless node never loads Qt."""
+    import os
+
+    argv = [sys.executable, "-m", "gui"] + (["--data-dir", args.data_dir] if args.data_dir
+                                           else [])
+    os.execv(sys.executable, argv)
+    return 1  # not reached
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import main as demo_main
 
@@ -439,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for peers")
 
     p = add("audit", cmd_audit, "this node's audit log, with its hash chain verified")
+
+    add("gui", cmd_gui, "open the desktop app for this data dir's node (starts the node if "
+        "none runs)", json_out=False)
 
     p = add("demo", cmd_demo, "three local nodes compute on data none of them shares",
             json_out=False)

@@ -27,7 +27,7 @@ from node.jobs import TERMINAL, JobRecord
 
 logger = logging.getLogger(__name__)
 ORCH = Role.ORCHESTRATOR
-POLL_S = 0.2
+LONG_POLL_S = 10.0  # below the peer session's 15 s timeout
 UNREACHABLE_AFTER_S = 15.0
 
 
@@ -35,6 +35,7 @@ class Orchestrator:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.trust = node.trust
+        self._stop: dict[str, asyncio.Event] = {}  # set when the owner cancels a job
 
     # -- peer calls ---------------------------------------------------------------------
     async def _call(self, method: str, party: dict[str, Any], path: str, body: Any = None) -> Any:
@@ -184,6 +185,8 @@ class Orchestrator:
         if job.terminal:
             return job
         reason = f"cancelled by {self.node.name}: {reason.strip() or 'no reason given'}"
+        if job_id in self._stop:
+            self._stop[job_id].set()
         await self._cancel_all(job.proposal, reason)
         try:
             job = self.node.jobs.transition(job_id, ORCH, "cancelled", reason)
@@ -208,10 +211,16 @@ class Orchestrator:
         p = self.node.jobs.get(job_id, ORCH).proposal
         limits = proposals.limits(p)
         t0 = time.monotonic()
+        updates: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        followers: list[asyncio.Task[Any]] = []
+        self._stop[job_id] = asyncio.Event()
         try:
             await self._propose(job_id, p)
             self._set(job_id, "awaiting_approval")
-            if not await self._await_approvals(job_id, p, limits["approval_s"]):
+            followers = [self.node.spawn(self._follow_party(job_id, q, updates))
+                         for q in p["parties"]]
+            states: dict[int, dict[str, Any]] = {}
+            if not await self._await_approvals(job_id, p, limits["approval_s"], updates, states):
                 return
             self._set(job_id, "approved")
             phase = {"approved_s": time.monotonic() - t0}
@@ -219,7 +228,7 @@ class Orchestrator:
             self._set(job_id, "starting")
             await self._start(job_id, p)
             self._set(job_id, "running")
-            cause = await self._watch(job_id, p, limits["time_s"] + 30)
+            cause = await self._watch(job_id, p, limits["time_s"] + 30, updates, states)
             phase["run_s"] = time.monotonic() - t1
             self.node.jobs.update(job_id, ORCH, detail={"phases": phase})
             if cause:
@@ -245,6 +254,10 @@ class Orchestrator:
             await self._cancel_all(p, "the orchestrator hit an unexpected error")
             self._set(job_id, "failed", f"the orchestrator hit an unexpected error "
                                         f"({type(exc).__name__}); see its log")
+        finally:
+            for task in followers:
+                task.cancel()
+            self._stop.pop(job_id, None)
 
     async def _propose(self, job_id: str, p: dict[str, Any]) -> None:
         signature = self.trust.sign_proposal(proposals.proposal_hash(p))
@@ -261,42 +274,73 @@ class Orchestrator:
                 await self._cancel_all(p, f"{party['name']} refused the proposal")
                 raise ProposalError(f"{party['name']} refused the proposal: {msg}")
 
-    async def _states(self, job_id: str, p: dict[str, Any], seen: dict[int, float]
-                      ) -> dict[int, dict[str, Any]]:
-        async def one(party: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-            rank = party["rank"]
+    async def _follow_party(self, job_id: str, party: dict[str, Any],
+                            updates: asyncio.Queue[tuple[int, dict[str, Any]]]) -> None:
+        """Put the party's job state on ``updates`` each time it changes, learning of changes
+        from the party node's event long-poll (no polling). A node that does not answer for
+        ``UNREACHABLE_AFTER_S`` is reported failed."""
+        rank = party["rank"]
+        cursor = 0
+        answered = time.monotonic()
+        while True:
             try:
                 state = await self._call("GET", party, f"/peer/v1/jobs/{job_id}")
-                seen[rank] = time.monotonic()
+                answered = time.monotonic()
+                await updates.put((rank, state))
+                if state["state"] in TERMINAL:
+                    return
+                found = await self._call("GET", party, f"/peer/v1/events?job={job_id}&after="
+                                         f"{cursor}&timeout={LONG_POLL_S:.0f}")
+                cursor = max([cursor] + [int(e["seq"]) for e in found.get("events", [])])
+                answered = time.monotonic()
             except NodeUnreachable:
-                if time.monotonic() - seen.setdefault(rank, time.monotonic()) > UNREACHABLE_AFTER_S:
-                    state = {"state": "failed", "reason": f"its node stopped answering for "
-                                                          f"{UNREACHABLE_AFTER_S:.0f} s"}
-                else:
-                    state = {"state": "unknown", "reason": "not answering"}
-            return rank, state
+                if time.monotonic() - answered > UNREACHABLE_AFTER_S:
+                    await updates.put((rank, {"state": "failed", "reason": (
+                        f"its node stopped answering for {UNREACHABLE_AFTER_S:.0f} s")}))
+                    return
+                await updates.put((rank, {"state": "unknown", "reason": "not answering"}))
+                await asyncio.sleep(1.0)
 
-        pairs = await asyncio.gather(*(one(q) for q in p["parties"]))
-        job = self.node.jobs.get(job_id, ORCH)
-        known = job.detail.get("parties", {})
-        for rank, state in pairs:
-            old = known.get(str(rank), {})
-            fields = {"state": state["state"], "reason": state.get("reason", ""),
-                      "failure_kind": state.get("detail", {}).get("failure_kind", "")}
-            if "detail" in state and state["detail"].get("timings"):
-                fields["timings"] = state["detail"]["timings"]
-                fields["stats"] = state["detail"].get("stats", {})
-            if any(old.get(k) != v for k, v in fields.items()):
-                self._party_detail(job_id, rank, **fields)
-        return dict(pairs)
+    async def _next_states(self, job_id: str, updates: asyncio.Queue[tuple[int, dict[str, Any]]],
+                           states: dict[int, dict[str, Any]], deadline: float) -> bool:
+        """Wait for the next party update and record it; False at the deadline. Raises
+        ParleyError once the owner cancelled the job."""
+        stop = self._stop[job_id]
+        getter = asyncio.ensure_future(updates.get())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({getter, stopped}, timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not getter.done():
+                getter.cancel()
+        if stop.is_set():
+            raise ParleyError("the job was cancelled")
+        if not getter.done() or getter.cancelled():
+            return False
+        rank, state = getter.result()
+        states[rank] = state
+        old = self.node.jobs.get(job_id, ORCH).detail.get("parties", {}).get(str(rank), {})
+        fields = {"state": state["state"], "reason": state.get("reason", ""),
+                  "failure_kind": state.get("detail", {}).get("failure_kind", "")}
+        if state.get("detail", {}).get("timings"):
+            fields["timings"] = state["detail"]["timings"]
+            fields["stats"] = state["detail"].get("stats", {})
+        if any(old.get(k) != v for k, v in fields.items()):
+            await asyncio.to_thread(self._party_detail, job_id, rank, **fields)
+        return True
 
-    async def _await_approvals(self, job_id: str, p: dict[str, Any], limit_s: float) -> bool:
+    async def _await_approvals(self, job_id: str, p: dict[str, Any], limit_s: float,
+                               updates: asyncio.Queue[tuple[int, dict[str, Any]]],
+                               states: dict[int, dict[str, Any]]) -> bool:
         deadline = time.monotonic() + limit_s
-        seen: dict[int, float] = {}
-        while time.monotonic() < deadline:
-            if self.node.jobs.get(job_id, ORCH).terminal:
-                return False  # cancelled meanwhile
-            states = await self._states(job_id, p, seen)
+        while True:
+            try:
+                if not await self._next_states(job_id, updates, states, deadline):
+                    break
+            except ParleyError:
+                return False  # cancelled meanwhile: cancel() has told the parties
             refused = {r: s for r, s in states.items()
                        if s["state"] in ("rejected", "failed", "cancelled")}
             if refused:
@@ -306,9 +350,9 @@ class Orchestrator:
                 final = "rejected" if s["state"] == "rejected" else "failed"
                 self._set(job_id, final, f"{name}: {s.get('reason') or s['state']}")
                 return False
-            if all(s["state"] == "approved" for s in states.values()):
+            if len(states) == len(p["parties"]) and all(
+                    s["state"] == "approved" for s in states.values()):
                 return True
-            await asyncio.sleep(POLL_S)
         await self._cancel_all(p, "not every party approved in time")
         self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
         return False
@@ -327,26 +371,23 @@ class Orchestrator:
                 msg = res.message if isinstance(res, ParleyError) else repr(res)
                 raise ParleyError(f"{party['name']} could not start: {msg}")
 
-    async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float) -> str:
+    async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float,
+                     updates: asyncio.Queue[tuple[int, dict[str, Any]]],
+                     states: dict[int, dict[str, Any]]) -> str:
         """Follow the run until every party has ended; the cause of failure, or ''."""
         deadline = time.monotonic() + limit_s
-        seen: dict[int, float] = {}
         cause = ""
         while True:
-            if self.node.jobs.get(job_id, ORCH).terminal:
-                raise ParleyError("the job was cancelled")
-            states = await self._states(job_id, p, seen)
+            if not await self._next_states(job_id, updates, states, deadline):
+                await self._cancel_all(p, "the job ran past its time limit")
+                raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
             ended = {r for r, s in states.items() if s["state"] in TERMINAL}
             if not cause and any(states[r]["state"] != "succeeded" for r in ended):
                 rank, why = _root_cause(states)
                 cause = f"{p['parties'][rank]['name']} (rank {rank}): {why}"
                 await self._cancel_all(p, cause, skip=ended)
-            if len(ended) == len(states):
+            if len(ended) == len(p["parties"]):
                 return cause
-            if time.monotonic() > deadline:
-                await self._cancel_all(p, "the job ran past its time limit")
-                raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
-            await asyncio.sleep(POLL_S)
 
     async def _cancel_all(self, p: dict[str, Any], reason: str, skip: set[int] = frozenset()
                           ) -> None:
