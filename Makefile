@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CRYPTEN := crypten==0.4.1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/parley bench
+
+# The app's views on the demo's data, as PNG files under docs/ (rendered offscreen).
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m gui.screenshots docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

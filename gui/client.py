@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from node.errors import NodeUnreachable, ParleyError, error_from_problem
 from node.paths import data_dir as resolve_data_dir
@@ -157,6 +157,10 @@ class NodeConnection(QObject):
     def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Reply:
         """Start one admin call (``path`` from ``/admin/v1/...``); returns at once."""
         reply = Reply(self)
+        if self._loop.is_closed():  # a late timer of a closing view: answer, never raise
+            QTimer.singleShot(0, lambda: reply.sig_failed.emit(NodeUnreachable(
+                "the window's connection to the node is closed")))
+            return reply
         self._replies.add(reply)  # kept alive until it has answered
         reply.sig_finished.connect(lambda _=None, r=reply: self._replies.discard(r))
         reply.sig_failed.connect(lambda _=None, r=reply: self._replies.discard(r))

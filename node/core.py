@@ -334,26 +334,32 @@ class Node:
 
     async def _supervise(self, job_id: str, run: PartyProcess, spec: dict[str, Any],
                          blobs: list[bytes], limit_s: float) -> None:
-        async def on_event(name: str, data: dict[str, Any]) -> None:
-            if name == "joined" and self.jobs.get(job_id, PARTY).state == "starting":
-                self.jobs.transition(job_id, PARTY, "running", "")
+        def record(name: str, data: dict[str, Any]) -> None:  # storage: on a thread
+            if name == "joined" and self.jobs.get(job_id, PARTY).state == JobState.STARTING:
+                self.jobs.transition(job_id, PARTY, JobState.RUNNING, "")
             if name == "locked":
                 self.jobs.update(job_id, PARTY, detail={"confinement": data.get("confinement")})
             if name == "reveal":
                 dst = data.get("dst")
                 self.audit.append("reveal", job=job_id, to="every party" if dst is None
                                   else f"rank {dst}", elements=int(data.get("elements", 0)))
-            self.jobs.add_event(job_id, PARTY, name, data)
+            self.jobs.add_event(job_id, PARTY, name, {"rank": spec["rank"], **data})
+
+        async def on_event(name: str, data: dict[str, Any]) -> None:
+            await asyncio.to_thread(record, name, data)
 
         try:
             outcome = await run.supervise(spec, blobs, limit_s, on_event)
         finally:
             self._runs.pop(job_id, None)
-        if outcome.state == "succeeded" and outcome.released:
+        await asyncio.to_thread(self._record_outcome, job_id, outcome)
+
+    def _record_outcome(self, job_id: str, outcome: Any) -> None:
+        if outcome.state == JobState.SUCCEEDED and outcome.released:
             self.jobs.update(job_id, PARTY, result={"value": outcome.result})
         self.jobs.update(job_id, PARTY, detail={"timings": outcome.timings,
                                                 "stats": outcome.stats,
-                                                "failure_kind": outcome.kind})
+                                                "failure_kind": FailureKind(outcome.kind or "")})
         try:
             self.jobs.transition(job_id, PARTY, outcome.state, outcome.reason)
         except JobStateError:

@@ -84,6 +84,7 @@ class JobRecord:
             "created_at": self.created_at, "updated_at": self.updated_at,
             "title": self.proposal.get("title", ""), "detail": detail,
             "orchestrator": self.proposal.get("orchestrator", {}).get("name", ""),
+            "orchestrator_id": self.proposal.get("orchestrator", {}).get("node_id", ""),
             "kind": code_kind(self.proposal),
         }
         if with_result:

@@ -28,6 +28,7 @@ from node.jobs import TERMINAL, JobRecord
 logger = logging.getLogger(__name__)
 ORCH = Role.ORCHESTRATOR
 LONG_POLL_S = 10.0  # below the peer session's 15 s timeout
+BLAME_GRACE_S = 3.0
 UNREACHABLE_AFTER_S = 15.0
 
 
@@ -195,9 +196,10 @@ class Orchestrator:
         return job
 
     # -- the drive ----------------------------------------------------------------------
-    def _set(self, job_id: str, state: str, reason: str = "") -> None:
+    async def _set(self, job_id: str, state: str, reason: str = "") -> None:
+        """Move the orchestration on (a storage write: off the event loop)."""
         try:
-            self.node.jobs.transition(job_id, ORCH, state, reason)
+            await asyncio.to_thread(self.node.jobs.transition, job_id, ORCH, state, reason)
         except JobStateError:
             return
 
@@ -216,23 +218,24 @@ class Orchestrator:
         self._stop[job_id] = asyncio.Event()
         try:
             await self._propose(job_id, p)
-            self._set(job_id, "awaiting_approval")
+            await self._set(job_id, "awaiting_approval")
             followers = [self.node.spawn(self._follow_party(job_id, q, updates))
                          for q in p["parties"]]
             states: dict[int, dict[str, Any]] = {}
             if not await self._await_approvals(job_id, p, limits["approval_s"], updates, states):
                 return
-            self._set(job_id, "approved")
+            await self._set(job_id, "approved")
             phase = {"approved_s": time.monotonic() - t0}
             t1 = time.monotonic()
-            self._set(job_id, "starting")
+            await self._set(job_id, "starting")
             await self._start(job_id, p)
-            self._set(job_id, "running")
+            await self._set(job_id, "running")
             cause = await self._watch(job_id, p, limits["time_s"] + 30, updates, states)
             phase["run_s"] = time.monotonic() - t1
-            self.node.jobs.update(job_id, ORCH, detail={"phases": phase})
+            await asyncio.to_thread(self.node.jobs.update, job_id, ORCH,
+                                    detail={"phases": phase})
             if cause:
-                self._set(job_id, "failed", cause)
+                await self._set(job_id, "failed", cause)
                 return
             result = {}
             for rank in p["reveal"]["result_to"]:
@@ -242,17 +245,17 @@ class Orchestrator:
                                                data.get("signature", "")):
                     raise ParleyError(f"the result from {party['name']} is not signed by it")
                 result[str(rank)] = data["value"]
-            self.node.jobs.update(job_id, ORCH, result=result)
-            self._set(job_id, "succeeded")
+            await asyncio.to_thread(self.node.jobs.update, job_id, ORCH, result=result)
+            await self._set(job_id, "succeeded")
         except asyncio.CancelledError:
             raise
         except ParleyError as exc:
             await self._cancel_all(p, f"the orchestrator stopped the job: {exc.message}")
-            self._set(job_id, "failed", exc.message)
+            await self._set(job_id, "failed", exc.message)
         except Exception as exc:  # noqa: BLE001 - a reason for the owner, details in the log
             logger.exception("orchestration %s crashed", job_id)
             await self._cancel_all(p, "the orchestrator hit an unexpected error")
-            self._set(job_id, "failed", f"the orchestrator hit an unexpected error "
+            await self._set(job_id, "failed", f"the orchestrator hit an unexpected error "
                                         f"({type(exc).__name__}); see its log")
         finally:
             for task in followers:
@@ -348,13 +351,13 @@ class Orchestrator:
                 name = p["parties"][rank]["name"]
                 await self._cancel_all(p, f"{name} did not approve")
                 final = "rejected" if s["state"] == "rejected" else "failed"
-                self._set(job_id, final, f"{name}: {s.get('reason') or s['state']}")
+                await self._set(job_id, final, f"{name}: {s.get('reason') or s['state']}")
                 return False
             if len(states) == len(p["parties"]) and all(
                     s["state"] == "approved" for s in states.values()):
                 return True
         await self._cancel_all(p, "not every party approved in time")
-        self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
+        await self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
         return False
 
     async def _start(self, job_id: str, p: dict[str, Any]) -> None:
@@ -374,18 +377,32 @@ class Orchestrator:
     async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float,
                      updates: asyncio.Queue[tuple[int, dict[str, Any]]],
                      states: dict[int, dict[str, Any]]) -> str:
-        """Follow the run until every party has ended; the cause of failure, or ''."""
+        """Follow the run until every party has ended; the cause of failure, or ''.
+
+        A party that crashed says so, and is blamed at once. When the first ends only say
+        that another party was lost or went silent, the others' news is given ``BLAME_GRACE_S``
+        to arrive (each party's node reports on its own), so that the one still silent then is
+        the one blamed."""
         deadline = time.monotonic() + limit_s
         cause = ""
+        blame_at: float | None = None
         while True:
-            if not await self._next_states(job_id, updates, states, deadline):
+            until = deadline if blame_at is None else min(deadline, blame_at)
+            if not await self._next_states(job_id, updates, states, until) and \
+                    time.monotonic() >= deadline:
                 await self._cancel_all(p, "the job ran past its time limit")
                 raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
             ended = {r for r, s in states.items() if s["state"] in TERMINAL}
             if not cause and any(states[r]["state"] != "succeeded" for r in ended):
-                rank, why = _root_cause(states)
-                cause = f"{p['parties'][rank]['name']} (rank {rank}): {why}"
-                await self._cancel_all(p, cause, skip=ended)
+                primary = _primary_failure(states)
+                if blame_at is None and primary is None and len(ended) < len(p["parties"]):
+                    blame_at = time.monotonic() + BLAME_GRACE_S
+                elif primary is not None or time.monotonic() >= (blame_at or 0) or \
+                        len(ended) == len(p["parties"]):
+                    rank, why = primary or _root_cause(states)
+                    cause = f"{p['parties'][rank]['name']} (rank {rank}): {why}"
+                    blame_at = None
+                    await self._cancel_all(p, cause, skip=ended)
             if len(ended) == len(p["parties"]):
                 return cause
 
@@ -408,6 +425,15 @@ def _failure_kind(state: dict[str, Any]) -> FailureKind | None:
         return None
 
 
+def _primary_failure(states: dict[int, dict[str, Any]]) -> tuple[int, str] | None:
+    """A party that failed on its own account (crashed, refused, ran out of a limit)."""
+    for rank, state in sorted(states.items()):
+        kind = _failure_kind(state)
+        if state["state"] == JobState.FAILED and not (kind is not None and kind.secondary):
+            return rank, state.get("reason") or state["state"]
+    return None
+
+
 def _root_cause(states: dict[int, dict[str, Any]]) -> tuple[int, str]:
     """Which party's end explains the others', from every party's state at first failure.
 
@@ -416,10 +442,9 @@ def _root_cause(states: dict[int, dict[str, Any]]) -> tuple[int, str]:
     while the others timed out on it."""
     failed = {r: s for r, s in states.items()
               if s["state"] in (JobState.FAILED, JobState.CANCELLED)}
-    for rank, state in sorted(failed.items()):
-        kind = _failure_kind(state)
-        if not (kind is not None and kind.secondary) and state["state"] == JobState.FAILED:
-            return rank, state.get("reason") or state["state"]
+    primary = _primary_failure(states)
+    if primary is not None:
+        return primary
     silent = sorted(r for r, s in states.items() if s["state"] == JobState.RUNNING)
     if silent and any(_failure_kind(s) is FailureKind.PEER_TIMEOUT for s in failed.values()):
         return silent[0], "stopped answering; the other parties timed out waiting for it"

@@ -7,16 +7,19 @@ of them that is closed at teardown, and the teardown fails if a thread was left 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from PySide6.QtCore import QEvent
+from PySide6.QtWidgets import QApplication, QWidget
 
 from gui.client import NodeConnection
+from gui.main_window import MainWindow
 from node.localnet import LocalNode
 
 
 @pytest.fixture
-def connect(qtbot) -> Iterator[Callable[[LocalNode], NodeConnection]]:  # noqa: ANN001
+def connect(qtbot) -> Iterator[Callable[[LocalNode], NodeConnection]]:
     made: list[NodeConnection] = []
     before = {t.ident for t in threading.enumerate()}
 
@@ -35,17 +38,28 @@ def connect(qtbot) -> Iterator[Callable[[LocalNode], NodeConnection]]:  # noqa: 
     assert not left, f"threads left running: {left}"
 
 
-@pytest.fixture
-def make_window(qtbot, connect) -> Iterator[Callable[[LocalNode], "MainWindow"]]:  # noqa: ANN001
-    """Build the main window against a real node (its connection from ``connect``), shown
-    offscreen; every window is closed at teardown, before its connection."""
-    from gui.main_window import MainWindow
 
+def _dispose(widget: QWidget) -> None:
+    """Close and delete a widget now, so that no timer of it fires into a closed connection."""
+    widget.close()
+    widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture
+def dispose() -> Callable[[QWidget], None]:
+    """``dispose(widget)``: close and delete it now (call before its connection closes)."""
+    return _dispose
+
+
+@pytest.fixture
+def make_window(qtbot, connect) -> Iterator[Callable[[LocalNode], MainWindow]]:
+    """Build the main window against a real node (its connection from ``connect``), shown
+    offscreen; every window is closed and deleted at teardown, before its connection."""
     made: list[MainWindow] = []
 
     def make(node: LocalNode) -> MainWindow:
         window = MainWindow(connect(node))
-        qtbot.addWidget(window)
         made.append(window)
         window.show()
         window.attach()
@@ -53,4 +67,4 @@ def make_window(qtbot, connect) -> Iterator[Callable[[LocalNode], "MainWindow"]]
 
     yield make
     for window in made:
-        window.close()
+        _dispose(window)

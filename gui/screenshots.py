@@ -1,0 +1,126 @@
+"""``make screenshots``: the app's views on the demo's data, rendered to PNG files (offscreen).
+
+Starts alice, bob and carol on the loopback as ``parley demo`` does, publishes the demo's data,
+has carol propose the seed's job (alice's model on bob's data) and a fourth node ask alice to
+pair, then renders alice's window: every view, the review dialog and the pairing dialog.
+
+    QT_QPA_PLATFORM=offscreen python -m gui.screenshots docs/
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+from gui.client import NodeConnection  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.pairing_dialog import PairingDialog  # noqa: E402
+from gui.review_dialog import ReviewDialog  # noqa: E402
+from node.demo import INFERENCE_PRECISION_BITS, encrypted_inference, resource  # noqa: E402
+from node.localnet import LocalNode  # noqa: E402
+
+SIZE = (1180, 760)
+
+
+def settle(app: QApplication, seconds: float, until: Callable[[], bool] | None = None) -> None:
+    """Let the window load what it asked the node for (events, answers, drawing)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if until is not None and until():
+            break
+        time.sleep(0.02)
+    for _ in range(5):
+        app.processEvents()
+
+
+def save(widget: QWidget, path: Path) -> None:
+    widget.grab().save(str(path))
+    print(f"  {path}")
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="parley-shots-"))
+    nodes = [LocalNode(n, base / n) for n in ("alice", "bob", "carol", "dave")]
+    alice, bob, carol, dave = nodes
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Parley")
+    conn = None
+    try:
+        for node in nodes:
+            node.start()
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            a.pair_with(b)
+        for node, files in {
+                alice: [("alice_model.onnx", ["bc-model"], None, "breast-cancer classifier"),
+                        ("alice_features.csv", ["bc-features-a"], None, "first 15 features")],
+                bob: [("bob_inference.csv", ["bc-inference"], None, "rows to classify")],
+                carol: [("carol_labels.csv", ["bc-labels"], None, "diagnosis labels")]}.items():
+            for filename, tags, label, text in files:
+                node.client.publish(resource(filename), tags=tags, label_column=label,
+                                    description=text)
+        job = carol.client.submit({
+            "title": "encrypted inference", "parties": [alice.party.spec(), bob.party.spec()],
+            "source": _source(), "entry": "encrypted_inference",
+            "bindings": [{"tag": "bc-model", "rank": 0, "kind": "model"},
+                         {"tag": "bc-inference", "rank": 1, "kind": "dataset"}],
+            "result_to": [1], "crypten": {"precision_bits": INFERENCE_PRECISION_BITS}})
+        asked = dave.client.pair(alice.address)
+
+        settings = QSettings(str(base / "gui.ini"), QSettings.Format.IniFormat)
+        conn = NodeConnection(alice.data_dir)
+        window = MainWindow(conn, settings=settings)
+        window.resize(*SIZE)
+        window.show()
+        window.attach()
+        settle(app, 4)
+        for name in ("assets", "network", "inbox", "audit", "settings"):
+            window.show_view(name)
+            view = window.views[name]
+            if hasattr(view, "screenshot_ready"):  # a view may prepare itself (select a row)
+                view.screenshot_ready()
+            settle(app, 2.5)
+            save(window, out / f"window-{name}.png")
+
+        review = ReviewDialog(conn, job["id"], window)
+        review.resize(1000, 760)
+        review.show()
+        settle(app, 4)
+        save(review, out / "review-dialog.png")
+        review.close()
+
+        pairing = next(p for p in alice.client.pairings() if p["id"] == asked["id"])
+        dialog = PairingDialog(conn, pairing, window)
+        dialog.show()
+        settle(app, 2)
+        save(dialog, out / "pairing-dialog.png")
+        dialog.close()
+        window.close()
+        settle(app, 0.5)
+        return 0
+    finally:
+        if conn is not None:
+            conn.close()
+        for node in nodes:
+            node.stop()
+
+
+def _source() -> str:
+    from node.client import job_source
+
+    return job_source(encrypted_inference)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
