@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.client import NodeConnection
+from gui.debounce import debounced
 from gui.style import ERROR
 from node.errors import ParleyError
 
@@ -95,10 +96,7 @@ class AuditView(QWidget):
         self.entries: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.verify: dict[str, Any] = {}
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.refresh)
+        self._timer = debounced(self, DEBOUNCE_MS, self.refresh)
         self._build()
         conn.sig_event_received.connect(self._on_event)
         conn.sig_connection_changed.connect(self._on_connection_changed)

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.client import NodeConnection
+from gui.debounce import debounced
 from gui.identicon import identicon_icon
 from gui.pairing_dialog import PairingDialog, format_code
 from gui.review_dialog import KIND_WORDS, ReviewDialog
@@ -98,14 +99,8 @@ class InboxView(QWidget):
         self.dialogs: dict[str, QWidget] = {}
         self.peer_ids: dict[str, str] = {}
         self.pending_count = -1
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.refresh)
-        self._fill_timer = QTimer(self)  # one redraw for a burst of events
-        self._fill_timer.setSingleShot(True)
-        self._fill_timer.setInterval(0)
-        self._fill_timer.timeout.connect(self._fill)
+        self._timer = debounced(self, DEBOUNCE_MS, self.refresh)
+        self._fill_timer = debounced(self, 0, self._fill)
         self._build()
         conn.sig_event_received.connect(self._on_event)
         conn.sig_connection_changed.connect(self._on_connection_changed)

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.client import NodeConnection
+from gui.debounce import debounced
 from gui.confirm_dialog import ConfirmDialog
 from gui.identicon import identicon_icon, short_fingerprint
 from gui.pairing_dialog import PairingDialog
@@ -107,10 +108,7 @@ class NetworkView(QWidget):
         self.pairings: list[dict[str, Any]] = []
         self.dialogs: dict[str, PairingDialog] = {}
         self._adding = ""
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(DEBOUNCE_MS)
-        self._refresh_timer.timeout.connect(self.refresh)
+        self._refresh_timer = debounced(self, DEBOUNCE_MS, self.refresh)
         self._build()
         conn.sig_event_received.connect(self._on_event)
         conn.sig_connection_changed.connect(self._on_connection_changed)

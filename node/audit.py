@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from node.errors import AuditError, ParleyError
+from node.errors import AuditError
 from node.wire import canonical
 
 logger = logging.getLogger(__name__)

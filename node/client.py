@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from node.errors import JobFailed, NodeUnreachable, ParleyError, error_from_problem
+from node.errors import JobFailed, NodeUnreachable, error_from_problem
 from node.paths import data_dir as default_data_dir
 from node.paths import node_running
 from node.wire import decode

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from node import db
 from node.errors import JobStateError, UnknownJob
-from node.events import EventKind, EventLog, JobState, Role
+from node.events import EventKind, EventLog, JobState
 from node.proposal import code_kind
 
 S = JobState

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
 from gui.client import NodeConnection
 from gui.main_window import MainWindow
 from node.localnet import LocalNode
+
+W = TypeVar("W", bound=QWidget)
 
 
 @pytest.fixture
@@ -68,3 +72,20 @@ def make_window(qtbot, connect) -> Iterator[Callable[[LocalNode], MainWindow]]:
     yield make
     for window in made:
         _dispose(window)
+
+
+@pytest.fixture
+def keep(connect, dispose) -> Iterator[Callable[[W], W]]:  # noqa: ANN001
+    """``keep(widget)``: the widget is shown, and deleted (with the dialogs it opened) at
+    teardown before the connections close, so no timer of it calls a closed connection."""
+    made: list[QWidget] = []
+
+    def add(widget: W) -> W:
+        made.append(widget)
+        widget.show()
+        return widget
+
+    yield add
+    for widget in reversed(made):
+        if shiboken6.isValid(widget):
+            dispose(widget)

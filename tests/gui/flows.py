@@ -1,36 +1,13 @@
-"""Helpers for the GUI flow tests: views that go away before their connection does, and a
-wait on the orchestrator's events for a job to end."""
+"""Helpers for the GUI flow tests: a wait on the orchestrator's events for a job to end."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
-
-import pytest
-import shiboken6
-from PySide6.QtWidgets import QWidget
+from typing import Any, Iterator
 
 from tests.conftest import JOB_TIMEOUT
 
-W = TypeVar("W", bound=QWidget)
 ENDED = ("succeeded", "failed", "rejected", "cancelled")
-
-
-@pytest.fixture
-def keep(connect, dispose) -> Iterator[Callable[[W], W]]:  # noqa: ANN001
-    """``keep(widget)``: the widget is shown, and deleted (with the dialogs it opened) at
-    teardown before the connections close, so no timer of it calls a closed connection."""
-    made: list[QWidget] = []
-
-    def add(widget: W) -> W:
-        made.append(widget)
-        widget.show()
-        return widget
-
-    yield add
-    for widget in reversed(made):
-        if shiboken6.isValid(widget):
-            dispose(widget)
 
 
 @contextmanager

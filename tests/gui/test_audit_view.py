@@ -9,7 +9,6 @@ import sqlite3
 from PySide6.QtCore import Qt
 
 from gui.audit_view import AuditView
-from tests.gui.flows import keep  # noqa: F401 - a fixture
 
 WAIT_MS = 30_000
 

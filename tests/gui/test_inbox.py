@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from gui.inbox_view import InboxView
 from gui.pairing_dialog import PairingDialog
 from gui.review_dialog import ReviewDialog
-from tests.gui.flows import job_ends, keep  # noqa: F401 - keep is a fixture
+from tests.gui.flows import job_ends
 from tests.test_jobs import spec, write_csv
 
 WAIT_MS = 30_000

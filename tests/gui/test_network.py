@@ -7,7 +7,6 @@ from PySide6.QtCore import Qt
 
 from gui.identicon import short_fingerprint
 from gui.network_view import NetworkView
-from tests.gui.flows import keep  # noqa: F401 - a fixture
 from tests.test_jobs import write_csv
 
 WAIT_MS = 30_000
