@@ -46,9 +46,21 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
                 node.pair_with(other)
         return node
 
-    before = set(all_party_processes())
     yield make
     for node in started:
         node.stop()
-    wait_until(lambda: not set(all_party_processes()) - before, 15,
+    wait_until(lambda: not parties_writing_under(tmp_path), 15,
                "every party process to end (none may be left behind)")
+
+
+def parties_writing_under(root: Path) -> list[int]:
+    """Party processes whose log (stderr) is a file under ``root``: this test's parties, and
+    not those of anything else running on the machine at the same time."""
+    mine = []
+    for pid in all_party_processes():
+        try:
+            if os.readlink(f"/proc/{pid}/fd/2").startswith(str(root)):
+                mine.append(pid)
+        except OSError:
+            continue  # it ended meanwhile
+    return mine

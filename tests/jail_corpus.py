@@ -39,6 +39,21 @@ ATTACKS: list[Attack] = [
     A("importlib-through-torch", "import",
       "m = torch.nn.functional.one_hot.__self__\nreturn str(m)"),
     A("sys-modules-through-crypten", "import", "return crypten.mpc.sys.modules['os'].getcwd()"),
+    # the job's builtins have an __import__ (torch's C++ side imports through it): no route
+    # from job code reaches it, and what it gives back is nothing
+    A("import-torch-statement", "import", "import torch as t\nreturn t.load('{canary}')"),
+    A("from-torch-import", "import", "from torch import load\nreturn load('{canary}')"),
+    A("import-submodule-as", "import",
+      "import torch.serialization as s\nreturn s.load('{canary}')"),
+    A("fstring-import", "import",
+      "return f\"{{__import__('os').system('touch {marker}')}}\""),
+    A("builtins-import-through-frame", "import",
+      "g = (x for x in [1])\nb = g.gi_frame.f_builtins\n"
+      "return b['__import__']('os').system('touch {marker}')"),
+    A("builtins-import-through-function", "import",
+      "b = run.__builtins__\nreturn b['__import__']('os').system('touch {marker}')"),
+    A("tensor-type-imports-by-name", "import",
+      "t = torch.zeros(1).type('os.system')\nreturn str(t)"),
     # -- dunder walks -----------------------------------------------------------------------
     A("subclasses-walk", "dunder",
       "for c in ().__class__.__bases__[0].__subclasses__():\n"
@@ -65,6 +80,16 @@ ATTACKS: list[Attack] = [
       "return '{{x.__class__}}'.format_map({{'x': crypten}})"),
     A("fstring-conversion", "attribute",
       "x = crypten.load('secret', 0)\nreturn f'{{x!r}}'", contained=True),
+    A("fstring-dunder", "attribute", "return f'{{crypten.__class__.__mro__}}'"),
+    A("fstring-spec-dunder", "attribute",
+      "x = crypten.load('secret', 0)\nreturn f'{{x:{{x.__class__}}}}'"),
+    A("fstring-format-method", "attribute",
+      "return f\"{{'{{0.__class__.__mro__}}'.format(crypten)}}\""),
+    A("fstring-spec-field", "attribute",
+      "x = crypten.load('secret', 0)\nreturn [f\"{{x:{{'{{0.__class__}}'}}}}\", "
+      "f'{{x!s:>{{9}}}}', f'{{x=}}']", contained=True),
+    A("fstring-share-spec", "attribute",
+      "x = crypten.load('secret', 0)\nreturn f'{{x.share:.3}}'"),
     A("vars-call", "attribute", "return vars(torch)"),
     A("dir-call", "attribute", "return dir(crypten)"),
     A("share-attribute", "attribute",
@@ -87,7 +112,10 @@ ATTACKS: list[Attack] = [
     A("breakpoint", "eval", "breakpoint()\nreturn 1"),
     # -- pickle through torch or crypten loaders -------------------------------------------
     A("torch-load", "pickle", "return torch.load('{canary}')"),
-    A("crypten-load-path", "pickle", "return crypten.load('{canary}', 0).get_plain_text(dst=0)"),
+    # a tag, never a path: a real job fails (no such binding); a dry run gives any tag it does
+    # not hold mock data, so there the path is never opened either
+    A("crypten-load-path", "pickle", "return crypten.load('{canary}', 0).get_plain_text(dst=0)",
+      contained=True),
     A("crypten-load-from-party", "pickle",
       "return crypten.load_from_party('{canary}', src=0)"),
     A("torch-save", "pickle", "torch.save(torch.zeros(1), '{marker}')\nreturn 1"),
@@ -243,6 +271,28 @@ onehot = torch.nn.functional.one_hot(y, 2).float()
 x = crypten.load('labelled', 0)
 class_sums = x.t().matmul(crypten.cryptensor(onehot))
 return class_sums.get_plain_text(dst=0)
+"""),
+    "fstring-progress": _job("""
+x = crypten.load('labelled', 0, standardize=True)
+y = crypten.load('labelled', 0, part='labels').unsqueeze(1)
+layer = crypten.nn.Linear(3, 1)
+model = crypten.nn.Sequential(layer)
+model.encrypt(src=0)
+model.train()
+loss_fn = crypten.nn.MSELoss()
+for epoch in range(2):
+    loss = loss_fn(model(x), y)
+    model.zero_grad()
+    loss.backward()
+    model.update_parameters(0.1)
+    print(f"epoch {epoch + 1:>2}/2: loss {loss.get_plain_text(dst=0)}")
+return {'weight': layer.weight.get_plain_text(dst=0), 'bias': layer.bias.get_plain_text(dst=0)}
+"""),
+    "torch-full-and-where-first": _job("""
+half = torch.full((3,), 0.5)
+mask = torch.where(half > 0.4, half, torch.zeros_like(half))
+x = crypten.load('features', 0)
+return (x * mask).sum(0).get_plain_text(dst=0)
 """),
     "loops-and-ifs": _job("""
 x = crypten.load('features', 0)

@@ -3,7 +3,8 @@
 Every run is a real party process started by a real node's launcher (dry-run path: one party,
 this node's store), exactly the layers a job gets. Proofs are effects, not exceptions: the
 marker file does not exist, the canary's secret is in no result and no log, the listener saw
-no connection, the budget held.
+no connection, the budget held. The last section checks the runtime layer's compile step and
+the job's ``__import__`` in this process.
 """
 
 from __future__ import annotations
@@ -171,7 +172,13 @@ RUNTIME_ALONE = ["subclasses-walk", "tensor-class-init-globals", "globals-of-api
                  "module-dict", "getattr-call", "format-field-access", "fstring-conversion",
                  "share-attribute", "eval", "exec", "open-write", "open-read", "torch-load",
                  "torch-ops", "raw-communicator", "dunder-import", "attribute-store",
-                 "reveal-to-everyone", "print-share"]
+                 "reveal-to-everyone", "print-share",
+                 # the job's __import__, by every route; f-strings' new surface
+                 "builtins-dict-import", "import-torch-statement", "from-torch-import",
+                 "import-submodule-as", "fstring-import", "builtins-import-through-frame",
+                 "builtins-import-through-function", "tensor-type-imports-by-name",
+                 "fstring-dunder", "fstring-spec-dunder", "fstring-format-method",
+                 "fstring-spec-field", "fstring-share-spec"]
 
 
 @pytest.mark.parametrize("name", RUNTIME_ALONE)
@@ -247,3 +254,100 @@ def test_confinement_is_recorded(owner: Owner) -> None:
     assert out["state"] == "succeeded", out["reason"]
     assert out["confinement"]["rlimits"]
     assert "seccomp" in out["confinement"] and "landlock" in out["confinement"]
+
+
+# -- the runtime layer's __import__ and compile step, in this process --------------------------
+def _compile(source: str, facade: Any = None) -> Any:
+    from node.jail import runtime
+
+    api = facade if facade is not None else runtime.Facade("crypten", {})
+    return runtime.compile_job(source, "run", api, print)
+
+
+def test_job_builtins_import_hands_back_nothing() -> None:
+    """torch's C++ side calls the job frame's __import__ for its side effect only; what it
+    returns is None, and anything but an already imported torch module is the jail's error."""
+    import sys
+
+    from node.jail import runtime
+
+    imp = runtime._safe_builtins(print)["__import__"]
+    assert imp is runtime.jail_import
+    assert imp("torch") is None
+    assert imp("torch.storage") is None
+    assert imp("torch", {}, {}, ["load", "save"], 0) is None
+    not_imported = next(n for n in ("torch.utils.tensorboard", "torch.utils.bottleneck",
+                                    "torch.nowhere") if n not in sys.modules)
+    for args in [("os",), ("json",), ("builtins",), ("sys",), ("importlib",), ("crypten",),
+                 ("node.jail.runtime",), (not_imported,), ("torch", None, None, (), 1),
+                 (b"torch",), ("torchvision",), ("torch_evil",)]:
+        with pytest.raises(runtime.JailViolation, match="imports are not allowed in jobs"):
+            imp(*args)
+    assert not_imported not in sys.modules, "a refused import still ran the module"
+
+
+def test_c_code_importing_from_the_job_frame_gets_only_torch() -> None:
+    """What torch's C++ side does (PyImport_ImportModule while the job's frame is current),
+    done by a C function a test facade hands the job: any other module is refused."""
+    import ctypes
+
+    from node.jail import runtime
+
+    c_import = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_char_p)(
+        ("PyImport_ImportModule", ctypes.pythonapi))
+    facade = runtime.Facade("crypten", {"c_import": c_import})
+    for name in ("os", "json", "subprocess", "torch_evil"):
+        job = _compile(f"def run(crypten):\n    return crypten.c_import(b'{name}')\n", facade)
+        with pytest.raises(runtime.JailViolation, match=f"asked for '{name}'"):
+            job()
+    job = _compile("def run(crypten):\n    return crypten.c_import(b'torch.storage')\n", facade)
+    assert job().__name__ == "torch.storage"   # torch's own import works, in C
+
+
+@pytest.mark.parametrize("source", [
+    "def run(crypten):\n    return __import__('os')\n",
+    "def run(crypten):\n    return __builtins__['__import__']('os')\n",
+    "def run(crypten):\n    return f\"{__builtins__}\"\n",
+    "def run(crypten):\n    return [__name__ for _ in range(1)]\n",
+    "def run(crypten):\n    _secret = 1\n    return _secret\n",
+    "def run(crypten):\n    import torch\n    return torch\n",
+    "def run(crypten):\n    from torch import load\n    return load\n",
+    "def run(crypten):\n    import os.path as p\n    return p\n",
+], ids=["dunder-import", "builtins", "builtins-in-fstring", "module-name", "underscore-local",
+        "import", "from-import", "import-as"])
+def test_runtime_compile_refuses_underscore_names_and_imports(source: str) -> None:
+    """The runtime layer on its own (no static check) refuses these before the job runs."""
+    from node.jail import runtime
+
+    with pytest.raises(runtime.JailViolation, match="line [23]: "):
+        _compile(source)
+
+
+def test_runtime_layer_runs_fstrings_and_reads_layer_parameters() -> None:
+    from node.compat import crypten
+    from node.jail import runtime
+
+    job = _compile("def run(crypten):\n"
+                   "    layer = crypten.nn.Linear(3, 2)\n"
+                   "    w = layer.weight\n"
+                   "    for _ in range(1):\n"
+                   "        t = torch.full((2,), 0.25)\n"
+                   "    return [w.tolist(), layer.bias.tolist(), f'{t.sum():.2f}|{t!r:>5}|{3=}']\n",
+                   runtime.Facade("crypten", {"nn": runtime.Facade("crypten.nn", {
+                       "Linear": crypten.nn.Linear})}))
+    weight, bias, text = job()
+    assert len(weight) == 2 and len(weight[0]) == 3 and len(bias) == 2
+    assert text == "0.50|tensor([0.2500, 0.2500])|3=3"
+    layer = crypten.nn.Linear(3, 2)
+    for name in ("_parameters", "named_parameters", "register_parameter", "set_parameter",
+                 "state_dict", "load_state_dict"):
+        with pytest.raises(runtime.JailViolation):
+            runtime.guard(layer, name)
+
+
+def test_guard_explains_none_from_a_reveal_to_another_rank() -> None:
+    from node.jail import runtime
+
+    with pytest.raises(runtime.JailViolation, match="is None at every other rank"):
+        runtime.guard(None, "item")
+

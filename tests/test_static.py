@@ -164,6 +164,26 @@ BENIGN_JOBS = {
         t = torch.ones(3, 3)
         return [t.trace(), t.select(0, 1), t.chunk(3), [1].copy(), {"a": 1}.copy()]
     """,
+    "f-strings": """
+        x = crypten.cryptensor(torch.zeros(3))
+        loss = x.sum().get_plain_text(dst=0)
+        width = 8
+        names = ["a", "b"]
+        for epoch in range(3):
+            print(f"epoch {epoch + 1}/3: loss {loss}")
+        lines = [f"{name!s:<{width}}|{len(name):>{width - 2}d}" for name in names]
+        return [f"{loss!r}", f"{width=}", f"{3.14159:.{2}f}", f"{'x' if width else 'y'}",
+                f"température {width}°C", f"{{literal braces}}", f"{[n.upper() for n in names]}",
+                lines]
+    """,
+    "layer-weights-and-bias": """
+        layer = crypten.nn.Linear(3, 1)
+        start = layer.weight.tolist()
+        model = crypten.nn.Sequential(layer)
+        model.encrypt(src=0)
+        return {"start": start, "weight": layer.weight.get_plain_text(dst=0),
+                "bias": layer.bias.get_plain_text(dst=0)}
+    """,
 }
 
 
@@ -352,8 +372,37 @@ ATTACKS: list[tuple[str, str, str, int]] = [
     ("str-format", body("x = 1\ns = '{0.__class__}'.format(x)"), "no-format", 3),
     ("str-format-unbound", body("s = str.format('{0.__class__}', crypten)"), "no-format", 2),
     ("format-map", body("s = '{a.__class__}'.format_map({'a': 1})"), "no-format", 2),
-    ("fstring", body("x = 1\ns = f'{x!r}'"), "syntax-allowlist", 3),
-    ("fstring-spec", body("x = 1\ns = f'{x:>{x}}'"), "syntax-allowlist", 3),
+    # f-strings: their expressions are checked like any other
+    ("fstring-dunder", body("x = 1\ns = f'{x.__class__}'"), "no-underscore", 3),
+    ("fstring-spec-dunder", body("x = 1\ns = f'{x!r:{x.__class__}}'"), "no-underscore", 3),
+    ("fstring-in-spec-dunder", body("x = 1\ns = f'{x:{f\"{x.__doc__}\"}}'"),
+     "no-underscore", 3),
+    ("fstring-format-method", body("x = 1\ns = f\"{'{0.__class__}'.format(x)}\""),
+     "no-format", 3),
+    ("fstring-format-map", body("s = f\"{'{a.__class__}'.format_map({'a': 1})}\""),
+     "no-format", 2),
+    ("fstring-format-builtin", body("x = 1\ns = f'{format(x, \"x\")}'"), "no-forbidden-name",
+     3),
+    ("fstring-getattr", body("s = f'{getattr(crypten, \"load\")}'"), "no-forbidden-name", 2),
+    ("fstring-import", body("s = f\"{__import__('os').system('id')}\""), "no-imports", 2),
+    ("fstring-builtins", body("s = f'{__builtins__}'"), "no-underscore", 2),
+    ("fstring-walrus", body("s = f'{(y := 1)}'"), "syntax-allowlist", 2),
+    ("fstring-lambda", body("s = f'{(lambda: 1)()}'"), "syntax-allowlist", 2),
+    ("fstring-starred", body("xs = [1]\ns = f'{[*xs]}'"), "syntax-allowlist", 3),
+    ("fstring-frame", body("s = f'{[g.gi_frame for g in [1]]}'"), "no-forbidden-attribute", 2),
+    ("fstring-torch-os", body("s = f'{torch.os}'"), "no-forbidden-attribute", 2),
+    ("fstring-unknown-name", body("s = f'{os}'"), "unknown-name", 2),
+    ("fstring-reveal-by-reference", body("x = crypten.cryptensor(torch.zeros(1))\n"
+                                         "s = f'{x.get_plain_text}'"), "reveal-form", 3),
+    ("fstring-load-by-reference", body("s = f'{crypten.load}'"), "load-form", 2),
+    ("fstring-multiline", body('x = 1\ns = f"""a\n{x +\n x.__class__}"""'), "no-underscore",
+     5),
+    # the job's __import__ (for torch's C++ side) under every spelling
+    ("import-attribute", body("m = torch.__import__('os')"), "no-imports", 2),
+    ("import-keyword", body("d = dict(__import__=1)"), "no-imports", 2),
+    ("import-assign", body("__import__ = print"), "no-imports", 2),
+    ("import-builtins-subscript", body("f = __builtins__['__import__']"), "no-underscore", 2),
+    ("import-in-comprehension", body("ms = [__import__(n) for n in ['os']]"), "no-imports", 2),
     # syntax outside the allowlist
     ("lambda", body("f = lambda: 1"), "syntax-allowlist", 2),
     ("nested-def", body("x = 1\ndef helper():\n    pass"), "syntax-allowlist", 3),
@@ -512,6 +561,17 @@ UNICODE_ATTACKS: list[tuple[str, str, int, str]] = [
     ("private-use", body("s = '\ue000'"), 2, "U+E000"),
     ("lone-surrogate", body("s = '\ud800'"), 2, "U+D800"),
     ("soft-hyphen", body("s = 'pass\u00adword'"), 2, "U+00AD SOFT HYPHEN"),
+    # an f-string is one token, but the expressions in its braces are code
+    ("cyrillic-in-fstring", body("data = 1\ns = f'{d\u0430ta}'"), 3,
+     "U+0430 CYRILLIC SMALL LETTER A"),
+    ("fullwidth-eval-in-fstring", body("s = f'{\uff45\uff56\uff41\uff4c(\"1\")}'"), 2,
+     "U+FF45 FULLWIDTH LATIN SMALL LETTER E"),
+    ("homoglyph-in-fstring-spec", body("x = 1\nw = 3\ns = f'{x:{\u0461}}'"), 4,
+     "U+0461 CYRILLIC SMALL LETTER OMEGA"),
+    ("homoglyph-in-fstring-comprehension", body("xs = [1]\ns = f'{[\u0445 for \u0445 in xs]}'"),
+     3, "U+0445 CYRILLIC SMALL LETTER HA"),
+    ("homoglyph-multiline-fstring", body('x = 1\ns = f"""\n{x +\n  \u0445}"""'), 5,
+     "U+0445 CYRILLIC SMALL LETTER HA"),
 ]
 
 
@@ -527,6 +587,26 @@ def test_hidden_unicode_reports_the_column() -> None:
     err = rejected(body("s = 'ab\u202ecd'"))
     assert str(err).startswith("line 2: rule 'no-hidden-unicode': U+202E RIGHT-TO-LEFT "
                                "OVERRIDE at column 12 — ")
+    err = rejected(body("data = 1\ns = f'\u00e9 {d\u0430ta}'"))
+    assert str(err).startswith("line 3: rule 'no-hidden-unicode': U+0430 CYRILLIC SMALL LETTER "
+                               "A at column 15 — inside an f-string's braces is code")
+
+
+def test_non_ascii_text_in_fstrings_is_a_literal() -> None:
+    """Only the braces hold code: text, string literals inside the braces and format specs'
+    literal text may be any (visible) character, as in any other string."""
+    check(body("x = 1.5\ns = f'température {x:.1f}°C, {\"é\" + str(x)} {x:{\"→\"}>5}'"), "run")
+
+
+def test_fstring_format_specs_reach_no_attribute() -> None:
+    """What the static rules let through in a format spec is text for the value's own
+    ``__format__``: field lookups such as ``{0.__class__}`` mean nothing there."""
+    import torch
+
+    check(body("x = 1\ns = f\"{x:{'{0.__class__}'}}\""), "run")  # a literal spec: only text
+    for value in (1, 2.5, "text", [1], torch.zeros(()), torch.zeros(2)):
+        with pytest.raises((ValueError, TypeError)):
+            format(value, "{0.__class__}")
 
 
 def test_non_ascii_source_that_does_not_parse_reports_syntax() -> None:

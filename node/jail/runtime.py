@@ -5,7 +5,16 @@ The job's source is compiled after an AST rewrite that sends every attribute rea
 allowlists: CrypTen tensors, torch tensors, CrypTen modules and optimisers, and the facades
 that stand in for the ``crypten`` and ``torch`` modules. A job never holds a real module, a
 class's internals, a frame, a function's globals or a share. Builtins are a short list of
-pure functions; ``print`` goes to the party's log with a size cap.
+pure functions; ``print`` goes to the party's log with a size cap. The compile step also
+refuses, whatever the static check said, any name starting with '_' (``__builtins__``,
+``__import__``) and any import statement.
+
+``__import__`` is in the job's builtins for one caller only: torch's C++ side. The first call
+of some torch functions (``torch.full``, ``torch.where``, ``torch.tensor``) imports ``torch``
+or a submodule through ``PyImport_Import``, which looks ``__import__`` up in the builtins of
+the frame that called it: the job's. ``jail_import`` accepts only torch modules that are
+already imported and returns None (``PyImport_Import`` discards what ``__import__`` returns
+and reads ``sys.modules`` itself), so even a job that reached it would get nothing.
 
 Reveal control also lives here: ``RevealGuard`` wraps CrypTen's ``get_plain_text`` so it
 decrypts only to the ranks the proposal's reveal map names, and only up to its budget of
@@ -48,15 +57,18 @@ _ARITH = {
     "unbind", "backward", "grad", "requires_grad",
 }
 CRYPTENSOR_ATTRS = frozenset(_ARITH | {"get_plain_text", "mul_", "add_", "sub_", "div_",
-                                       "encrypt", "cpu", "binary_cross_entropy",
+                                       "encrypt", "cpu", "new", "binary_cross_entropy",
                                        "binary_cross_entropy_with_logits", "cross_entropy"})
 TENSOR_ATTRS = frozenset(_ARITH | {"float", "long", "int", "double", "bool", "tolist", "item",
                                    "dtype", "any", "all", "round", "floor",
                                    "ceil", "sort", "topk", "unique", "bincount", "std",
                                    "count_nonzero", "logical_and", "logical_or", "logical_not",
                                    "detach", "type_as"} - {"backward", "grad"})
-MODULE_ATTRS = frozenset({"forward", "train", "eval", "parameters", "zero_grad", "update_parameters",
-                          "encrypt", "encrypted", "training"})
+# ``weight`` / ``bias``: a layer's parameters, encrypted tensors like any other once the model
+# is encrypted; revealing them goes through RevealGuard like any other value.
+MODULE_ATTRS = frozenset({"forward", "train", "eval", "parameters", "zero_grad",
+                          "update_parameters", "encrypt", "encrypted", "training", "weight",
+                          "bias"})
 OPTIM_ATTRS = frozenset({"step", "zero_grad"})
 CONTAINER_ATTRS = {
     list: frozenset({"append", "extend", "index", "count", "pop", "insert", "reverse", "copy"}),
@@ -96,6 +108,10 @@ def guard(obj: Any, name: str) -> Any:
                             f"outside the job API")
     allowed = _allowed(obj)
     if allowed is None or name not in allowed:
+        if obj is None:
+            raise JailViolation(f"'{name}' on None: a value revealed with get_plain_text(dst="
+                                "rank) is None at every other rank; use it only where it was "
+                                "revealed, or reveal it to every party")
         kind = type(obj).__name__
         raise JailViolation(f"'{name}' on a {kind} is not part of the job API")
     return getattr(obj, name)
@@ -170,14 +186,38 @@ class BoundedPrint:
 
 
 def _safe_builtins(print_fn: Callable[..., None]) -> dict[str, Any]:
-    """Pure functions only. str/repr are safe because hide_shares() covers CrypTen values."""
+    """Pure functions only. str/repr are safe because hide_shares() covers CrypTen values.
+    ``__import__`` is for torch's C++ side (see jail_import); job code cannot name it."""
     names = ("abs all any bool dict enumerate float int len list max min range reversed round "
              "sorted sum tuple zip pow divmod str repr set slice iter next map filter chr ord "
              "True False None")
     safe = {n: getattr(builtins, n) for n in names.split()}
     safe["print"] = print_fn
     safe["isinstance"] = _isinstance
+    safe["__import__"] = jail_import
     return safe
+
+
+#: Packages whose already-imported modules torch's C++ side may "import" from a job's frame.
+IMPORTABLE_PACKAGES = frozenset({"torch"})
+
+
+def jail_import(name: Any, globals: Any = None, locals: Any = None, fromlist: Any = (),
+                level: Any = 0) -> None:
+    """``__import__`` in a job's builtins: a no-op for torch modules already imported, the jail
+    error for anything else.
+
+    C code that imports while a job's frame is the current one (``PyImport_Import``: torch's
+    first ``torch.full`` imports ``torch``, its first ``torch.tensor`` ``torch.storage``) looks
+    ``__import__`` up in that frame's builtins, calls it for its side effect only and then
+    reads the module from ``sys.modules`` itself. So this function never needs to load
+    anything or hand anything back: it returns None, and an ``import`` statement, were one
+    ever compiled, would bind None."""
+    if not (type(name) is str and level == 0 and name.partition(".")[0] in IMPORTABLE_PACKAGES
+            and sys.modules.get(name) is not None):
+        shown = name[:80] if type(name) is str else type(name).__name__
+        raise JailViolation(f"imports are not allowed in jobs (asked for '{shown}'); a job uses "
+                            "only the `crypten` and `torch` it is given")
 
 
 _PLAIN_TYPES = (int, float, bool, str, list, dict, tuple, set)
@@ -206,6 +246,22 @@ def hide_shares() -> None:
 
 # -- the rewrite -----------------------------------------------------------------------------
 class _GuardAttributes(ast.NodeTransformer):
+    """Every attribute read through ``guard``, every attribute write refused; names starting
+    with '_' and import statements refused outright (the names this rewrite adds are made
+    after their surroundings are visited, so they are never checked)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id.startswith("_") and node.id != "_":
+            raise JailViolation(f"line {node.lineno}: the name '{node.id}' is not allowed: "
+                                "names starting with '_' are outside the job API")
+        return node
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> ast.AST:
+        raise JailViolation(f"line {node.lineno}: imports are not allowed in jobs; a job uses "
+                            "only the `crypten` and `torch` it is given")
+
+    visit_ImportFrom = visit_Import
+
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)
         if isinstance(node.ctx, ast.Load):

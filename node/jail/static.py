@@ -22,7 +22,8 @@ Rules (ids are stable; tests and the GUI match on them)::
                            unassigned / line-separator characters anywhere (Trojan Source);
                            any non-ASCII character outside string literals and comments
                            (look-alike identifiers; Python NFKC-folds identifiers, so
-                           fullwidth ``ｅｖａｌ`` would otherwise *be* ``eval``)
+                           fullwidth ``ｅｖａｌ`` would otherwise *be* ``eval``); the
+                           expressions in an f-string's braces count as code here
     one-function           the module is exactly one ``def`` and nothing else
     entry-name             the function's name is not the proposal's entry
     params                 parameters other than (crypten) or (crypten, torch); *args,
@@ -33,7 +34,7 @@ Rules (ids are stable; tests and the GUI match on them)::
     no-imports             import / from-import / ``__import__``
     syntax-allowlist       any AST node outside ALLOWED_NODES (lambda, nested def, class,
                            try, with, raise, assert, global, nonlocal, yield, await, async,
-                           f-strings, :=, del, match, * and ** unpacking)
+                           :=, del, match, * and ** unpacking)
     no-underscore          a name, attribute, keyword argument, function or parameter name
                            starting with '_' (all dunders); the bare throwaway name ``_``
                            (``for _ in range(3)``) is the one exception
@@ -61,10 +62,19 @@ Rules (ids are stable; tests and the GUI match on them)::
 What is allowed: the statements Return, Assign, AugAssign, For, While, If, Break, Continue,
 Pass, Expr; the expressions BoolOp, BinOp, UnaryOp, Compare, Call, IfExp, Attribute,
 Subscript, Slice, Name, Constant (any literal: str, bytes, numbers, bool, None, ``...``), List,
-Tuple, Dict, Set and list/set/dict comprehensions and generator expressions (not async). All
-operators are allowed, the bitwise ones and shifts included: an operator only calls its
-operands' own methods and reaches nothing by name, and torch masks need ``&`` / ``|``.
-``%``-formatting is allowed for the same reason (``"%s" % (x,)`` cannot reach attributes).
+Tuple, Dict, Set, list/set/dict comprehensions and generator expressions (not async), and
+f-strings (JoinedStr, FormattedValue). All operators are allowed, the bitwise ones and shifts
+included: an operator only calls its operands' own methods and reaches nothing by name, and
+torch masks need ``&`` / ``|``. ``%``-formatting is allowed for the same reason (``"%s" % (x,)``
+cannot reach attributes).
+
+F-strings are allowed because, unlike ``str.format``, they reach nothing by name: every
+expression inside the braces, the format spec's nested ones included, is an ordinary expression
+that every rule here checks; a conversion (``!r`` ``!s`` ``!a``) is repr / str / ascii, which
+jobs may call anyway; and a format spec is only text handed to the value's own ``__format__``
+(the format mini-language: no field names, no attribute or index lookups; CrypTen values
+format as a fixed "<encrypted ...>"). ``"{0.__class__}".format(x)`` stays refused
+(``no-format``), inside an f-string or not.
 
 The attribute denylist was checked by walking every attribute chain these rules let through,
 from ``torch``, ``crypten`` and the safe builtins (tests/test_static.py keeps that walk as a
@@ -291,6 +301,7 @@ ALLOWED_NODES: frozenset[type] = frozenset({
     ast.Attribute, ast.Subscript, ast.Slice, ast.Name, ast.Load, ast.Store, ast.Constant,
     ast.List, ast.Tuple, ast.Dict, ast.Set,
     ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension,
+    ast.JoinedStr, ast.FormattedValue,
     *_OPERATORS,
 })
 
@@ -311,8 +322,6 @@ _DISALLOWED_REASONS: dict[str, str] = {
     "Await": "await is not allowed",
     "Yield": "yield is not allowed (it turns the job into a generator)",
     "YieldFrom": "yield from is not allowed (it turns the job into a generator)",
-    "JoinedStr": "f-strings are not allowed (format specs can reach attributes); use str() and +",
-    "FormattedValue": "f-strings are not allowed (format specs can reach attributes)",
     "NamedExpr": "the walrus operator := is not allowed",
     "Delete": "del is not allowed",
     "Del": "del is not allowed",
@@ -379,6 +388,7 @@ def check(source: str, entry: str | None = None) -> FunctionInfo:
     _check_ascii_code(text, spans)
     tree = _parse(text)
     _check_depth(tree)
+    _check_ascii_fstring_code(text, tree)
     checker = _Checker(text, entry)
     checker.visit(tree)
     assert checker.info is not None
@@ -436,6 +446,37 @@ def _check_ascii_code(text: str, spans: list[tuple[int, int]]) -> None:
         raise JailRejected(line, "no-hidden-unicode",
                            f"{_char_name(ch)} at column {col} — outside strings and comments "
                            "a job must be ASCII (look-alike letters can disguise names)")
+
+
+def _check_ascii_fstring_code(text: str, tree: ast.AST) -> None:
+    """An f-string is one STRING token, so _check_ascii_code let all of it by; the expressions
+    in its braces are code, and must be ASCII outside their own string literals. (Python 3.8+
+    gives every parsed expression its exact position, nested f-strings' included.)"""
+    lines = text.split("\n")
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FormattedValue):
+            continue
+        expr = node.value
+        segment = ast.get_source_segment(text, expr)
+        if segment is None or segment.isascii():
+            continue
+        spans = _literal_spans(segment)
+        if spans is None:           # a multi-line piece that does not tokenize alone
+            spans = _literal_spans("(" + segment + ")") or []
+            spans = [(a - 1, b - 1) for a, b in spans]
+        line_text = lines[expr.lineno - 1].encode("utf-8", "surrogatepass")
+        start_col = len(line_text[:expr.col_offset].decode("utf-8", "replace"))
+        for offset, ch in enumerate(segment):
+            if ord(ch) < 0x80 or any(a <= offset < b for a, b in spans):
+                continue
+            line, col = _position(segment, offset)
+            line += expr.lineno - 1
+            if line == expr.lineno:
+                col += start_col
+            raise JailRejected(line, "no-hidden-unicode",
+                               f"{_char_name(ch)} at column {col} — inside an f-string's "
+                               "braces is code, and outside strings and comments a job must be "
+                               "ASCII (look-alike letters can disguise names)")
 
 
 def _literal_spans(text: str) -> list[tuple[int, int]] | None:
@@ -769,7 +810,8 @@ class _Checker(ast.NodeVisitor):
                                                     "new name instead")
         if attr in FORMAT_ATTRIBUTES:
             self.reject(node, "no-format", "str.format and friends can reach attributes "
-                                           "through their fields; use str() and + or %")
+                                           "through their fields; use an f-string, or str() "
+                                           "and + or %")
         if attr in REVEAL_ALIASES:
             self.reject(node, "reveal-form", "use get_plain_text(dst=rank), so the reviewer "
                                              "sees who learns the value")
