@@ -18,6 +18,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from typing import Any
 from node.client import results
 from node.demo import INFERENCE_PRECISION_BITS, encrypted_inference, read_csv
 from node.localnet import LocalNode
-from node.runner import free_port
+from node.runner import interface_of
 from resources import path as resource
 
 
@@ -39,8 +40,10 @@ def _plain_crypten_party(rank: int, port: int, queue: Any, t_launch: float) -> N
     from node.compat import crypten
 
     imported = time.time()
+    # the store is the launcher's, as under torchrun: every rank is its client
     os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=f"tcp://127.0.0.1:{port}",
-                      WORLD_SIZE="2", RANK=str(rank))
+                      WORLD_SIZE="2", RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True",
+                      GLOO_SOCKET_IFNAME=interface_of("127.0.0.1") or "")
     torch.set_num_threads(1)
     crypten.init()
     crypten.cfg.encoder.precision_bits = INFERENCE_PRECISION_BITS
@@ -63,10 +66,26 @@ def _plain_crypten_party(rank: int, port: int, queue: Any, t_launch: float) -> N
     os._exit(0)
 
 
+def _launcher_store() -> tuple[Any, int]:
+    """torch's TCPStore, hosted here on a socket bound to the loopback before anyone is told
+    its port (a port found free and bound later can be taken in between: EADDRINUSE)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = int(sock.getsockname()[1])
+    store = dist.TCPStore("127.0.0.1", port, 2, is_master=True, timeout=timedelta(seconds=120),
+                          wait_for_workers=False, master_listen_fd=sock.detach())
+    return store, port
+
+
 def plain_crypten() -> dict[str, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = free_port("127.0.0.1")
+    store, port = _launcher_store()
     t0 = time.time()
     procs = [ctx.Process(target=_plain_crypten_party, args=(r, port, queue, t0)) for r in (0, 1)]
     for p in procs:
@@ -75,6 +94,7 @@ def plain_crypten() -> dict[str, float]:
     wall = time.time() - t0
     for p in procs:
         p.join(10)
+    del store
     worst = {k: max(r[k] for r in reports) for k in ("start_s", "rendezvous_s", "load_s",
                                                       "compute_s")}
     return {**worst, "wall_s": wall}

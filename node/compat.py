@@ -1,7 +1,7 @@
 """Make CrypTen 0.4.1 import and compute correctly on torch 2.13.
 
 Everything in Parley gets CrypTen from here (``from node.compat import crypten``), never by
-``import crypten`` directly, so the fixes below are always in place first. Five fixes:
+``import crypten`` directly, so the fixes below are always in place first. Seven fixes:
 
 1. torch 2.13 moved its TorchScript ONNX exporter to ``torch.onnx._internal.torchscript_exporter``;
    CrypTen imports ``torch.onnx._internal.registration`` at import time. We alias the moved module.
@@ -20,33 +20,60 @@ Everything in Parley gets CrypTen from here (``from node.compat import crypten``
    with 2 parties, half the revealed values ended up in plaintext at the party that was not to
    see them, and crossed the link in the clear. We reduce by direct sends instead: every other
    party sends its share straight to ``r``, which alone adds them up.
+6. ``crypten.init()`` meets the other parties through torch's TCPStore, which listens on every
+   interface and serves anyone who connects: ``list_keys`` and ``get`` hand out every party's
+   gloo address, ``set`` and ``delete_key`` break or hijack the job. We register a
+   ``parley://KEY@HOST:PORT`` rendezvous: a store served by rank 0's node
+   (node.rendezvous.RendezvousServer) on the node's address, to a client that proves the key.
+7. Loading a model, CrypTen wraps the ONNX initializers' read-only NumPy arrays in tensors
+   without copying, and torch warns once per process that writing to them would be undefined.
+   Nothing writes to them (``encrypt`` replaces them), so that one warning, from that one
+   place, is filtered: what is left in a log or in ``parley bench``'s output means something.
 """
 
 from __future__ import annotations
 
+import hmac
+import importlib
 import io
+import secrets
+import socket
 import sys
+import threading
+import time
+import warnings
+from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.onnx
 
+from node import rendezvous as _protocol
+
 try:  # torch < 2.9 kept the registry here; crypten imports it by this name.
-    import torch.onnx._internal.registration  # noqa: F401
+    import torch.onnx._internal.registration
 except ImportError:  # pragma: no branch - depends on the installed torch
     from torch.onnx._internal.torchscript_exporter import registration as _registration
 
     sys.modules["torch.onnx._internal.registration"] = _registration
 
-import crypten  # noqa: E402  (must follow the alias above)
-import crypten.nn.onnx_converter as _onnx_converter  # noqa: E402
-import onnx  # noqa: E402
-from crypten.communicator.distributed_communicator import (  # noqa: E402
+import crypten
+import crypten.nn.onnx_converter as _onnx_converter
+import onnx
+from crypten.communicator.distributed_communicator import (
     DistributedCommunicator as _DistributedCommunicator,
 )
-from crypten.encoder import FixedPointEncoder, nearest_integer_division  # noqa: E402
+from crypten.encoder import FixedPointEncoder, nearest_integer_division
 
-__all__ = ["crypten", "strip_identity_nodes", "export_onnx", "decode_fixed_point"]
+__all__ = [
+    "AuthenticatedStore",
+    "crypten",
+    "decode_fixed_point",
+    "end_rendezvous",
+    "export_onnx",
+    "strip_identity_nodes",
+]
 
 
 def export_onnx(f: Any, pytorch_model: torch.nn.Module, dummy_input: Any) -> Any:
@@ -148,6 +175,182 @@ def _reduce_by_sends(self: Any, input: Any, dst: int, op: Any = None, batched: b
     return out if batched else out[0]
 
 
+class AuthenticatedStore(dist.Store):
+    """torch's key-value Store for one party, served by rank 0's node over one connection on
+    which both sides proved the job's key (fix 6; the protocol is in node/rendezvous.py).
+
+    Connecting retries until ``timeout``: the node may not listen yet, or a flood of strangers
+    may push a connection out during its handshake. No message names the key."""
+
+    def __init__(self, host: str, port: int, key: bytes, rank: int, timeout: timedelta) -> None:
+        super().__init__()
+        self._address = (host, port)
+        self._key = key
+        self._rank = rank
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._sealer: _protocol.FrameSealer | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        deadline = time.monotonic() + self._timeout.total_seconds()
+        pause = 0.05
+        while True:
+            try:
+                self._sock, self._sealer = self._handshake(deadline)
+                return
+            except (TimeoutError, ConnectionError, EOFError, OSError) as exc:
+                if time.monotonic() + pause > deadline:
+                    raise dist.DistNetworkError(
+                        f"could not reach the job's rendezvous at {self._address[0]}:"
+                        f"{self._address[1]}: {type(exc).__name__} (connection refused or "
+                        f"timed out)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _handshake(self, deadline: float) -> tuple[socket.socket, _protocol.FrameSealer]:
+        sock = socket.create_connection(self._address, timeout=max(0.1, min(
+            10.0, deadline - time.monotonic())))
+        try:
+            greeting = _recv_exactly(sock, len(_protocol.RENDEZVOUS_MAGIC) + _protocol.NONCE_BYTES)
+            if not greeting.startswith(_protocol.RENDEZVOUS_MAGIC):
+                raise dist.DistNetworkError("the rendezvous address does not answer as a "
+                                            "Parley node's rendezvous")
+            server_nonce = greeting[len(_protocol.RENDEZVOUS_MAGIC):]
+            client_nonce = secrets.token_bytes(_protocol.NONCE_BYTES)
+            client_tag, server_tag, session = _protocol.handshake_tags(
+                self._key, server_nonce, client_nonce)
+            sock.sendall(client_nonce + client_tag)
+            if not hmac.compare_digest(_recv_exactly(sock, _protocol.TAG_BYTES), server_tag):
+                raise dist.DistNetworkError("the rendezvous did not prove the job's key")
+            sock.settimeout(None)
+            return sock, _protocol.FrameSealer(session, sending=b"C", receiving=b"S")
+        except BaseException:
+            sock.close()
+            raise
+
+    def _call(self, op: str, wait_s: float | None = None, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            if self._sock is None or self._sealer is None:
+                raise dist.DistNetworkError("the job's rendezvous has ended (connection closed)")
+            try:
+                self._sock.settimeout(None if wait_s is None else wait_s + 30.0)
+                self._sock.sendall(self._sealer.seal({"op": op, **fields}))
+                size = int.from_bytes(_recv_exactly(self._sock, 4), "big")
+                if size > _protocol.MAX_FRAME_BYTES:
+                    raise ValueError("an oversized rendezvous message")
+                frame = _recv_exactly(self._sock, size + _protocol.TAG_BYTES)
+                answer = self._sealer.open(frame[:size], frame[size:])
+            except (OSError, EOFError, ValueError, TypeError) as exc:
+                self._close()
+                raise dist.DistNetworkError(f"lost the connection to the job's rendezvous "
+                                            f"(connection closed: {type(exc).__name__})"
+                                            ) from None
+        if answer.get("error") == "timeout":
+            raise dist.DistStoreError(f"timed out after {wait_s or 0:.0f} s at the rendezvous "
+                                      f"waiting for another party")
+        if "error" in answer:
+            raise dist.DistStoreError(f"the rendezvous refused {op}: {answer['error']}")
+        return answer
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    def _wait_s(self, timeout: timedelta | None = None) -> float:
+        return (timeout or self._timeout).total_seconds()
+
+    def set_timeout(self, timeout: timedelta) -> None:
+        self._timeout = timeout
+
+    def set(self, key: str, value: Any) -> None:
+        self._call("set", k=key, v=_protocol.encode_value(_as_bytes(value)))
+
+    def get(self, key: str) -> bytes:
+        wait_s = self._wait_s()
+        return _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
+
+    def add(self, key: str, value: int) -> int:
+        return int(self._call("add", k=key, n=int(value))["n"])
+
+    def compare_set(self, key: str, expected: Any, desired: Any) -> bytes:
+        return _protocol.decode_value(self._call("compare_set", k=key,
+                                         expected=_protocol.encode_value(_as_bytes(expected)),
+                                         desired=_protocol.encode_value(_as_bytes(desired)))["v"])
+
+    def check(self, keys: list[str]) -> bool:
+        return bool(self._call("check", keys=list(keys))["ok"])
+
+    def wait(self, keys: list[str], timeout: timedelta | None = None) -> None:
+        wait_s = self._wait_s(timeout)
+        self._call("wait", wait_s, keys=list(keys), timeout=wait_s)
+
+    def delete_key(self, key: str) -> bool:
+        return bool(self._call("delete", k=key)["ok"])
+
+    def num_keys(self) -> int:
+        return int(self._call("num_keys")["n"])
+
+    def done(self) -> None:
+        """Tell the node this party needs the store no more, and hang up: once every party
+        has, the node stops listening."""
+        try:
+            self._call("done", rank=self._rank)
+        except dist.DistError:
+            pass
+        with self._lock:
+            self._close()
+            self._key = b""  # torch keeps this object for the process's life; not the key
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the connection closed")
+        data += chunk
+    return bytes(data)
+
+
+_stores: list[AuthenticatedStore] = []
+
+
+def _parley_rendezvous_handler(url: str, timeout: timedelta = timedelta(minutes=30),
+                               **kwargs: Any) -> Any:
+    """torch's rendezvous handler for ``parley://KEY@HOST:PORT`` (torch adds rank and
+    world_size to the query)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    host, port, key = _protocol.parse_rendezvous(url)
+    query = parse_qs(urlsplit(url).query)
+    rank, world_size = int(query["rank"][0]), int(query["world_size"][0])
+    store = AuthenticatedStore(host, port, key, rank, timeout)
+    _stores.append(store)
+    yield (store, rank, world_size)
+    raise RuntimeError("a parley:// rendezvous cannot be repeated; start the job again")
+
+
+def end_rendezvous() -> None:
+    """Once ``crypten.init()`` has made every process group, the store is needed no more."""
+    while _stores:
+        _stores.pop().done()
+
+
+_rendezvous = importlib.import_module("torch.distributed.rendezvous")  # the module, not the function
+if _protocol.RENDEZVOUS_SCHEME not in _rendezvous._rendezvous_handlers:
+    _rendezvous.register_rendezvous_handler(_protocol.RENDEZVOUS_SCHEME, _parley_rendezvous_handler)
+
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                        category=UserWarning, module=r"crypten\.nn\.onnx_converter\Z")
 _onnx_converter._export_pytorch_model = export_onnx
 _DistributedCommunicator.reduce = _reduce_by_sends
 _onnx_converter._load_onnx_model = _load_onnx_model

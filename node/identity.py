@@ -239,7 +239,7 @@ class NodeIdentity:
         certificate = _load_matching_cert(cert_path, key)
         if certificate is None:
             certificate = _make_certificate(key)
-            _replace_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+            _replace_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o600)
         return cls(key, certificate, key_path, cert_path)
 
     def sign(self, data: bytes) -> bytes:

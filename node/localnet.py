@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from node.client import NodeClient, Party
 from node.errors import NodeUnreachable
@@ -33,7 +34,7 @@ class LocalNode:
         self.node_id = ""
 
     def start(self, timeout: float = 60) -> LocalNode:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         info_file = self.data_dir / "node.json"
         info_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "node.cli", "node", "--data-dir", str(self.data_dir),
@@ -42,7 +43,8 @@ class LocalNode:
             cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
         if self.auto_approve:
             cmd.append("--auto-approve")
-        log = open(self.data_dir / "node.log", "ab")
+        log = os.fdopen(os.open(self.data_dir / "node.log", os.O_WRONLY | os.O_CREAT |
+                                os.O_APPEND, 0o600), "ab")  # the node's data dir is private
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
@@ -104,7 +106,7 @@ class LocalNode:
             self.proc.kill()
             self.proc.wait(5)
 
-    def __enter__(self) -> LocalNode:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -13,9 +13,13 @@ it through pipes only:
 
 The trusted bootstrap, in order: import torch and CrypTen (before the spec, so a warm pool
 can start workers ahead of time, each used for one job only); read the spec and assets;
-``crypten.init()``, which makes every process group and its gloo connections; the static
-check of the source (layer 2); the OS lockdown (layer 4: rlimits, no_new_privs, Landlock,
-seccomp); then the job's code under the runtime jail (layer 3) with reveal control.
+``crypten.init()``, which meets the other parties at the store rank 0's node serves for this
+job (``parley://KEY@HOST:PORT``, node/compat.py fix 6) and makes every process group and its
+gloo connections, after which the store is let go and the key forgotten; the static check of
+the source (layer 2); the OS lockdown (layer 4: rlimits, no_new_privs, Landlock, seccomp);
+then the job's code under the runtime jail (layer 3) with reveal control. gloo listens on the
+node's interface (``gloo_ifname``); a party alone (a dry run) meets nobody and listens on the
+loopback.
 
 Every wait is bounded: the rendezvous by ``timeouts.rendezvous``, every collective after it by
 ``timeouts.op`` (torch reads ``default_pg_timeout`` when each group is made, and CrypTen makes
@@ -70,11 +74,13 @@ def _watch_life_line() -> None:
 _die_with_parent()
 _parent = os.getppid()
 
-import torch  # noqa: E402
+import torch
 
-from node.compat import crypten  # noqa: E402
-from node import jobapi, wire  # noqa: E402
-from node.jail import runtime  # noqa: E402
+from node import jobapi, wire
+from node.compat import crypten, end_rendezvous
+from node.jail import runtime
+from node.rendezvous import redact_rendezvous
+from node.runner import interface_of
 
 _IMPORT_S = time.perf_counter() - _T0
 MAX_RESULT_BYTES = 16 << 20
@@ -127,6 +133,9 @@ def _bounded_rendezvous(spec: dict[str, Any]) -> None:
 
     def bounded_init(*args: Any, **kwargs: Any) -> None:
         kwargs["timeout"] = rendezvous_t
+        if kwargs.get("world_size") == 1:  # alone (a dry run): meet nobody, listen nowhere
+            kwargs.pop("init_method", None)
+            kwargs["store"] = dist.HashStore()
         real_init(*args, **kwargs)
         c10d.default_pg_timeout = op_t  # every group CrypTen makes from here on
 
@@ -153,12 +162,16 @@ def run(spec: dict[str, Any]) -> int:
     torch.set_num_threads(max(1, int(spec.get("threads", 1))))
     os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=spec["rendezvous"],
                       WORLD_SIZE=str(world), RANK=str(rank))
-    if spec.get("gloo_ifname"):
-        os.environ["GLOO_SOCKET_IFNAME"] = spec["gloo_ifname"]
+    ifname = spec.get("gloo_ifname") or (interface_of("127.0.0.1") if world == 1 else None)
+    if ifname:  # gloo listens on this interface's address, not the host name's
+        os.environ["GLOO_SOCKET_IFNAME"] = ifname
     _bounded_rendezvous(spec)
 
     t = time.perf_counter()
     crypten.init()
+    end_rendezvous()  # every process group is made: the node may stop listening
+    del os.environ["RENDEZVOUS"]  # it holds the job's rendezvous key: keep it out of reach
+    crypten.communicator.get().rendezvous = redact_rendezvous(spec.pop("rendezvous"))
     crypten.cfg.communicator.verbose = True
     crypten.cfg.encoder.precision_bits = int(spec.get("precision_bits", 16))
     comm = crypten.communicator.get()
@@ -222,7 +235,7 @@ def main() -> None:
         _read_assets(spec)
         _watch_life_line()
         code = run(spec)
-    except BaseException as exc:  # every failure becomes an event, never a bare traceback
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an event
         kind, message = _classify(exc)
         traceback.print_exc(file=sys.stderr)
         emit("error", kind=kind, message=message)

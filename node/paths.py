@@ -2,12 +2,20 @@
 
 Order of precedence: the ``--data-dir`` flag, then ``PARLEY_DATA_DIR``, then the platform's user
 data directory (platformdirs), e.g. ``~/.local/share/parley`` on Linux.
+
+Everything in it is its owner's alone (revealed results, the audit log, the identity key, the
+peer book): a running node creates folders 0700 and files 0600 (umask 077), and tightens what
+an older version or a copy left readable by others when it starts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 import platformdirs
 
@@ -30,13 +38,21 @@ def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
 LOCK_FILE = "node.lock"
 
 
+PRIVATE_UMASK = 0o077
+
+
 def lock_data_dir(path: Path) -> int:
     """Hold ``path``'s lock for the life of this process: one node per data dir. Returns the
-    lock's file descriptor (closing it releases the lock); NodeBusy if another node holds it."""
+    lock's file descriptor (closing it releases the lock); NodeBusy if another node holds it.
+
+    From here on this process creates nothing that others can read (umask 077: the store's
+    files, SQLite's -wal and -shm, party logs, keys), and what is there already is tightened
+    (``make_private``)."""
     import fcntl
 
     from node.errors import NodeBusy
 
+    os.umask(PRIVATE_UMASK)
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -46,7 +62,35 @@ def lock_data_dir(path: Path) -> int:
                        f"another --data-dir") from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
+    tightened = make_private(path)
+    if tightened:
+        logger.warning("%d file(s) and folder(s) in %s could be read by other users; they are "
+                       "now the owner's alone", tightened, path)
     return fd
+
+
+def make_private(path: Path) -> int:
+    """Take the group's and others' permissions off ``path`` and everything under it; returns
+    how many entries changed. Symbolic links are not followed (their targets are not ours to
+    change); an entry that cannot be changed is logged and left."""
+    changed = 0
+    for entry in [path, *_walk(path)]:
+        try:
+            mode = entry.lstat().st_mode
+            if stat.S_ISLNK(mode) or not mode & 0o077:
+                continue
+            os.chmod(entry, stat.S_IMODE(mode) & 0o700)
+            changed += 1
+        except OSError as exc:
+            logger.warning("could not make %s private: %s", entry, exc.strerror)
+    return changed
+
+
+def _walk(path: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, files in os.walk(path, followlinks=False):
+        found += [Path(root) / name for name in (*dirs, *files)]
+    return found
 
 
 def node_running(path: Path) -> bool:

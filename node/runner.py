@@ -20,42 +20,43 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-def free_port(host: str) -> int:
-    """A TCP port that is free on ``host`` now (rank 0's party will listen there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def interface_of(address: str) -> str | None:
-    """The network interface holding ``address`` (Linux), for GLOO_SOCKET_IFNAME: without it
-    gloo advertises whatever the host name resolves to, often 127.0.0.1, which other hosts
-    cannot reach. None for loopback or when it cannot tell."""
-    if address.startswith("127.") or address == "localhost" or not sys.platform.startswith(
-            "linux"):
+    """The network interface holding ``address`` (Linux), for GLOO_SOCKET_IFNAME: gloo then
+    listens on that interface's address, not on whatever the host name resolves to (often
+    127.0.0.1, which other hosts cannot reach, or the LAN address for a node that was asked to
+    stay on the loopback). A loopback address gives the loopback interface. None when it
+    cannot tell."""
+    if not sys.platform.startswith("linux"):
         return None
     import fcntl
     import struct
 
+    if address == "localhost":
+        address = "127.0.0.1"
+    loopback = None
     for _, name in socket.if_nameindex():
+        request = struct.pack("256s", name.encode()[:15])
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:
-                packed = fcntl.ioctl(s.fileno(), 0x8915,  # SIOCGIFADDR
-                                     struct.pack("256s", name.encode()[:15]))
+                flags_reply = fcntl.ioctl(s.fileno(), 0x8913, request)  # SIOCGIFFLAGS
+                packed = fcntl.ioctl(s.fileno(), 0x8915, request)  # SIOCGIFADDR
             except OSError:
                 continue
         if socket.inet_ntoa(packed[20:24]) == address:
             return name
-    return None
+        if struct.unpack_from("H", flags_reply, 16)[0] & 0x8 and loopback is None:  # IFF_LOOPBACK
+            loopback = name
+    return loopback if address.startswith("127.") else None
 
 
 def party_threads(world_size: int) -> int:
@@ -115,13 +116,13 @@ class PartyProcess:
         outcome: Outcome | None = None
         try:
             outcome = await asyncio.wait_for(self._follow(on_event, timings), timeout=limit_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kill(f"the job ran past its time limit of {limit_s:.0f} s")
         finally:
             if self.proc.returncode is None and outcome is not None:
                 try:  # a party that reported may be finishing its exit; give it a moment
                     await asyncio.wait_for(self.proc.wait(), timeout=2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             self._terminate()
             if self.proc.stdin and not self.proc.stdin.is_closing():
@@ -201,7 +202,7 @@ class SpawnLauncher:
             "PYTHONUNBUFFERED": "1",
             "LANG": "C.UTF-8",
         }
-        log = open(log_path, "ab")
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # owner's only
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "node.party",
@@ -210,7 +211,7 @@ class SpawnLauncher:
                 limit=32 << 20,
             )
         finally:
-            log.close()
+            os.close(log)
         logger.info("party process %d started (log %s)", proc.pid, log_path.name)
         return PartyProcess(proc, log_path, time.monotonic())
 

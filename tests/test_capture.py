@@ -1,7 +1,7 @@
 """What a 2-party job puts on the wire, captured on the loopback: no input, in any encoding.
 
 All the traffic of the job is captured with a raw socket on ``lo`` (tests/sniff.py): the peer API
-between alice's and bob's nodes, the parties' rendezvous (torch's TCPStore) and their gloo
+between alice's and bob's nodes, the parties' rendezvous (served by alice's node) and their gloo
 links, and the admin API between this test and the nodes. Bob's private values must not appear
 in it as float32 or float64 (little- or big-endian), as CrypTen's fixed-point int64 (value *
 2**16, little-endian), as the text of their CSV cells, or as whole CSV rows; the peer API must be
@@ -24,6 +24,7 @@ leak-check control cannot collide with them either.
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 import struct
@@ -142,13 +143,16 @@ def port_of(url: str) -> int:
 def gloo_ports(capture: Capture, host: str, rendezvous_port: int) -> set[int]:
     """The ports the parties' gloo listeners announced through the rendezvous store.
 
-    Each rank publishes its listening address in the TCPStore as a ``sockaddr_in``: family 2
-    (little-endian), the port (big-endian), the IPv4 address."""
+    Each rank publishes its listening address in the store as a ``sockaddr_in``: family 2
+    (little-endian), the port (big-endian), the IPv4 address; as base64 in the JSON messages
+    of Parley's rendezvous (node/rendezvous.py)."""
     store = b"".join(capture.streams()[k] for k in capture.touching({rendezvous_port})
                      if host in (k[0], k[2]))
+    values = store + b"".join(base64.b64decode(m.group(1))
+                              for m in re.finditer(rb'"v":"([A-Za-z0-9+/=]*)"', store))
     address = re.escape(socket.inet_aton(host))
     return {int.from_bytes(m.group(1), "big")
-            for m in re.finditer(rb"\x02\x00(..)" + address, store, re.S)}
+            for m in re.finditer(rb"\x02\x00(..)" + address, values, re.S)}
 
 
 def flows_at(capture: Capture, host: str, ports: set[int]) -> set[FlowKey]:

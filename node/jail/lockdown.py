@@ -15,7 +15,7 @@ dict, never raised, so a party on an older kernel still runs and says what it la
    counts every process of the uid; seccomp stops process creation instead.
 2. ``PR_SET_NO_NEW_PRIVS`` and ``PR_SET_DUMPABLE`` = 0 (no ptrace, no /proc/<pid>/mem for
    other processes of the same uid), and every listening socket the process still has
-   (torch's TCPStore, each gloo device) gets a locked drop-all socket filter, so that no new
+   (each gloo device) gets a locked drop-all socket filter, so that no new
    connection can reach it (see ``_seal_listeners``: otherwise a stranger's connect makes gloo
    call accept(), which seccomp refuses, and gloo aborts the party).
 3. Landlock (Linux 5.13+): a ruleset that handles every filesystem right the kernel's ABI knows,
@@ -349,9 +349,9 @@ _DROP_ALL = (ctypes.c_uint64 * 1)(0x0000000000000006)  # one BPF insn: {BPF_RET|
 def _seal_listeners() -> dict[str, Any]:
     """Let no new connection reach a listening socket this process already has.
 
-    torch's TCPStore (rank 0, on every interface) and each gloo device keep a listening socket
-    after the rendezvous. seccomp refuses accept() once locked, and gloo aborts the whole
-    process when accept() fails with anything but EAGAIN, so anyone able to reach such a port
+    Each gloo device keeps a listening socket after the rendezvous (the rendezvous itself is
+    served by rank 0's node, node/rendezvous.py). seccomp refuses accept() once locked, and gloo
+    aborts the whole process when accept() fails with anything but EAGAIN, so anyone able to reach such a port
     could kill the party by connecting. A socket filter that drops every packet, attached to
     the listener and locked (SO_LOCK_FILTER: the job cannot detach it), makes the kernel drop
     incoming SYNs before they reach the backlog: the caller's connect times out, nothing wakes
