@@ -9,13 +9,18 @@ CRYPTEN := crypten==0.4.1
 
 .PHONY: demo test install bench screenshots clean
 
+# crypten is installed without its declared dependencies: Parley uses none of them. pip
+# would then print "ERROR: ... crypten 0.4.1 requires pandas, which is not installed" after
+# each later install; that is expected, so pip is told not to, and the note below says it once.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and exactly pinned: pip takes the local CPU build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet --no-deps $(CRYPTEN)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-warn-conflicts -e '.[test]'
+	@echo "note: $(CRYPTEN) is installed without its declared dependencies (pandas, sklearn," \
+	      "tensorboard, torchvision, future), which Parley does not use; 'pip check' lists them."
 	touch $(STAMP)
 
 install: $(STAMP)

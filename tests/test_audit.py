@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -9,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from node.audit import GENESIS_HASH, AuditError, AuditLog, VerifyReport, entry_hash
+from node.audit import (
+    GENESIS_HASH,
+    MAX_REFUSAL_SOURCES,
+    AuditError,
+    AuditLog,
+    VerifyReport,
+    entry_hash,
+)
 from node.errors import ParleyError
 
 
@@ -39,7 +47,7 @@ def test_append_chains_entries_and_verifies(log: AuditLog, tmp_path: Path) -> No
     entries = log.entries()
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0]["prev_hash"] == GENESIS_HASH
-    for before, entry in zip(entries, entries[1:]):
+    for before, entry in itertools.pairwise(entries):
         assert entry["prev_hash"] == before["hash"]
     e = entries[2]
     assert e["kind"] == "decision" and e["fields"] == {"job": "j1", "decision": "approve",
@@ -164,3 +172,100 @@ def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
             t.join()
         assert [e["seq"] for e in audit.entries()] == list(range(1, 201))
         assert audit.verify() == VerifyReport(ok=True, entries=200)
+
+
+# -- refusals that repeat ------------------------------------------------------------------
+
+
+class Clock:
+    """The log's clock, moved by the test (entry times are ISO 8601, UTC)."""
+
+    def __init__(self) -> None:
+        self.minute, self.second = 0, 0
+
+    def __call__(self) -> str:
+        return f"2026-12-03T10:{self.minute:02d}:{self.second:02d}.000+00:00"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr("node.audit._now", clock)
+    return clock
+
+
+def unsigned(audit: AuditLog, remote: str = "10.0.0.5", reason: str = "unsigned",
+             **more: object) -> dict[str, object]:
+    return audit.append("refusal", path="/peer/v1/catalog", reason=reason, sender="",
+                        remote=remote, **more)
+
+
+def test_a_flood_of_refusals_is_one_entry_and_a_count_per_minute(tmp_path: Path,
+                                                                 clock: Clock) -> None:
+    with AuditLog(tmp_path) as audit:
+        first = unsigned(audit)
+        counted = [unsigned(audit) for _ in range(1999)]
+        assert first["seq"] == 1 and {c["seq"] for c in counted} == {None}
+        assert all(c["counted"] for c in counted)
+        assert len(audit.entries()) == 1  # the minute is not over: nothing more yet
+
+        clock.minute = 1
+        audit.append("run", job="j1", event="started")  # the next entry closes the minute
+        kinds = [(e["kind"], e["fields"].get("count")) for e in audit.entries()]
+        assert kinds == [("refusal", None), ("refusal", 1999), ("run", None)]
+        summary = audit.entries()[1]["fields"]
+        assert summary["remote"] == "10.0.0.5" and summary["reason"] == "unsigned"
+        assert summary["minute"] == "2026-12-03T10:00" and summary["first_seq"] == 1
+        assert summary["paths"] == "/peer/v1/catalog" and "1999 more" in summary["summary"]
+        assert audit.verify() == VerifyReport(ok=True, entries=3)
+
+        unsigned(audit)  # a new minute: written at once again
+        assert audit.entries()[-1]["fields"].get("count") is None
+
+
+def test_each_source_and_reason_is_written_once_a_minute(tmp_path: Path, clock: Clock) -> None:
+    with AuditLog(tmp_path) as audit:
+        for reason in ("unsigned", "forged", "expired", "unsigned", "forged"):
+            unsigned(audit, reason=reason)
+        unsigned(audit, remote="10.0.0.6")
+        audit.append("refusal", job="j1", sender="n-bob", reason="not the job's orchestrator")
+        audit.append("refusal", job="j2", sender="n-bob", reason="not the job's orchestrator")
+        written = [(e["fields"].get("remote") or e["fields"]["sender"], e["fields"]["reason"])
+                   for e in audit.entries()]
+        assert written == [("10.0.0.5", "unsigned"), ("10.0.0.5", "forged"),
+                           ("10.0.0.5", "expired"), ("10.0.0.6", "unsigned"),
+                           ("n-bob", "not the job's orchestrator")]
+        clock.minute = 1
+        audit.flush()  # what the node does every few seconds
+        counts = {(e["fields"].get("remote") or e["fields"].get("sender"), e["fields"]["count"])
+                  for e in audit.entries() if "count" in e["fields"]}
+        assert counts == {("10.0.0.5", 1), ("n-bob", 1)}
+        assert audit.verify().ok
+
+
+def test_many_sources_in_a_minute_share_one_count_past_the_cap(tmp_path: Path,
+                                                               clock: Clock) -> None:
+    with AuditLog(tmp_path) as audit:
+        for i in range(500):
+            unsigned(audit, remote=f"10.1.{i // 250}.{i % 250}")
+        assert len(audit.entries()) == MAX_REFUSAL_SOURCES
+        clock.minute = 1
+        audit.flush()
+        entries = audit.entries()
+        assert len(entries) == MAX_REFUSAL_SOURCES + 1
+        assert entries[-1]["fields"]["count"] == 500 - MAX_REFUSAL_SOURCES
+        assert "other sources" in entries[-1]["fields"]["summary"]
+
+
+def test_closing_the_log_writes_the_count_of_the_minute_not_yet_over(tmp_path: Path,
+                                                                     clock: Clock) -> None:
+    with AuditLog(tmp_path) as audit:
+        for _ in range(10):
+            unsigned(audit)
+        clock.second = 30
+        audit.flush()  # the minute is not over: nothing is written early
+        assert len(audit.entries()) == 1
+    with AuditLog(tmp_path) as reopened:
+        entries = reopened.entries()
+        assert [e["fields"].get("count") for e in entries] == [None, 9]
+        assert reopened.verify() == VerifyReport(ok=True, entries=2)
