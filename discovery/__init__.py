@@ -31,6 +31,7 @@ from discovery.interfaces import (
     advertised_addresses,
     follow_interface_changes,
     interface_addresses,
+    listening_addresses,
     make_zeroconf,
 )
 from discovery.manual import ManualEntry, ManualPeers, parse_address
@@ -68,6 +69,7 @@ __all__ = [
     "build_txt",
     "follow_interface_changes",
     "interface_addresses",
+    "listening_addresses",
     "make_zeroconf",
     "parse_address",
     "parse_fields",

@@ -1,6 +1,8 @@
 """Which network interfaces mDNS runs on, and which addresses a node announces.
 
-Production uses every IPv4 interface (``make_zeroconf()`` with no argument). Tests MUST pass
+A node announces the addresses it listens on and nothing else (``listening_addresses``): one
+bound to a specific address runs mDNS on that address only and announces it; one bound to every
+interface uses every IPv4 interface (``make_zeroconf()`` with no argument). Tests MUST pass
 ``interfaces=["127.0.0.1"]``: the default would multicast on the machine's real interfaces
 (see PLATFORM.md); inside a network namespace that a test created, the default is safe.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -73,6 +76,32 @@ def advertised_addresses(interfaces: Sequence[str] | None = None) -> list[str]:
         if not ipaddress.ip_address(a).is_loopback and not ipaddress.ip_address(a).is_link_local
     ]
     return usable or list(LOOPBACK_ONLY)
+
+
+def listening_addresses(host: str) -> list[str] | None:
+    """The IPv4 addresses a server bound to ``host`` answers on, which are the ones to announce.
+
+    None means every interface (``""``, ``0.0.0.0``, ``::``): announce the interfaces'
+    addresses (``advertised_addresses``). A specific address is announced alone: a node bound
+    to 127.0.0.1 must not tell the LAN to look for it at the LAN address, where nothing
+    listens. A host name gives the IPv4 addresses it resolves to (none if it does not resolve,
+    or only to IPv6: mDNS here announces IPv4 only).
+    """
+    text = host.strip().strip("[]")
+    if text in ("", "0.0.0.0", "::", "*"):
+        return None
+    if _is_ipv4(text):
+        return [text]
+    try:
+        if ipaddress.ip_address(text).version == 6:
+            return []
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(text, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 async def follow_interface_changes(

@@ -384,7 +384,10 @@ class NetworkView(QWidget):
             self._on_unpaired, self._on_unpair_error)
 
     def _on_unpaired(self, peer: dict[str, Any]) -> None:
-        self.status_label.setText(f"Unpaired {peer.get('name')}: its key is no longer trusted.")
+        told = "" if peer.get("peer_told") is not False else (
+            f" {peer.get('name')} was not told ({peer.get('peer_told_detail')}).")
+        self.status_label.setText(f"Unpaired {peer.get('name')}: its key is no longer "
+                                  f"trusted.{told}")
         self.refresh()
 
     def _on_unpair_error(self, error: ParleyError) -> None:

@@ -330,10 +330,10 @@ async def test_pinned_tls_with_client_certificate(server: PeerServer,
     body = b'{"decision":"approve"}'
     headers = sign_request(alice, "POST", URL(url).raw_path_qs, body, to=server.identity.node_id)
     ctx = client_ssl_context(alice, expected_cert_sha256=server.identity.cert_der_sha256)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=body, headers=headers, ssl=ctx) as resp:
-            assert resp.status == 200
-            assert await resp.json() == {"cert": alice.cert_der_sha256, "signer": alice.node_id}
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=body, headers=headers, ssl=ctx) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"cert": alice.cert_der_sha256, "signer": alice.node_id}
     assert server.seen == [Seen(body, alice.cert_der_sha256, alice.node_id, "TLSv1.3")]
 
 

@@ -74,7 +74,8 @@ class HostNode:
         return subprocess.run(
             [*self.ns.exec_prefix(), sys.executable, "-m", "node.cli", *args,
              "--data-dir", str(self.data_dir)],
-            cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL)
 
     def json(self, *args: str, timeout: float = 30) -> Any:
         out = self.parley(*args, "--json", timeout=timeout)

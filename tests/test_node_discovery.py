@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from node.localnet import LocalNode
-from tests.conftest import wait_until
+import numpy as np
+import pytest
+
+from discovery import Browser, Publisher, listening_addresses, make_zeroconf
+from node.client import results
+from node.localnet import LocalNode, all_party_processes
+from tests.conftest import JOB_TIMEOUT, wait_until
+from tests.test_jobs import spec, write_csv
 
 LOOPBACK_MDNS = ("--mdns-interface", "127.0.0.1")
+SUM = "def run(crypten):\n    return crypten.load('nums', 1).sum().get_plain_text(dst=0)\n"
 
 
 def _peers(node):
@@ -63,3 +73,143 @@ def test_a_new_key_under_a_paired_name_is_another_node(tmp_path):
         alice.stop()
         if impostor:
             impostor.stop()
+
+
+# -- what mDNS says about a paired peer is a hint ---------------------------------------------
+@pytest.fixture
+def mdns_nodes(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
+    """Real nodes with mDNS on the loopback; stopped at teardown, no party left behind."""
+    started: list[LocalNode] = []
+
+    def make(name: str) -> LocalNode:
+        node = LocalNode(name, tmp_path / name, auto_approve=True, extra_args=LOOPBACK_MDNS)
+        started.append(node)
+        return node.start()
+
+    yield make
+    # this test's parties only: other test runs on the machine have their own
+    mine = {pid for node in started if node.proc is not None and node.proc.poll() is None
+            for pid in all_party_processes(parent=node.pid)}
+    for node in started:
+        node.stop()
+    wait_until(lambda: not mine & set(all_party_processes()), 15,
+               "every party process to end (none may be left behind)")
+
+
+async def _publish_until(node_id: str, name: str, port: int, until: Callable[[], object]) -> None:
+    """Announce ``node_id`` under ``name`` at 127.0.0.1:``port`` (as anyone on the link can)
+    until ``until()`` is true (polled in a thread); then withdraw it."""
+    aiozc = make_zeroconf(["127.0.0.1"])
+    publisher = Publisher(aiozc, node_id=node_id, name=name, port=port,
+                          addresses=["127.0.0.1"])
+    try:
+        await publisher.start()
+        await asyncio.to_thread(until)
+    finally:
+        await publisher.close()
+        await aiozc.async_close()
+
+
+def _port(node: LocalNode) -> int:
+    return int(node.peer_url.rsplit(":", 1)[1])
+
+
+def _row(node: LocalNode, node_id: str) -> dict:
+    (row,) = [p for p in node.client.peers() if p["node_id"] == node_id]
+    return row
+
+
+def test_an_mdns_spoof_cannot_move_a_paired_peer_but_a_real_move_is_followed(mdns_nodes,
+                                                                            tmp_path):
+    alice, bob, mallory = mdns_nodes("alice"), mdns_nodes("bob"), mdns_nodes("mallory")
+    wait_until(lambda: "bob" in _peers(alice), 20, "alice to see bob over mDNS")
+    alice.pair_with(bob)
+    bob.client.publish(write_csv(tmp_path / "b.csv", np.arange(12.0).reshape(3, 4)),
+                       tags=["nums"])
+    home = (bob.node_id, "bob", "127.0.0.1", _port(bob), "paired")
+
+    # bob's node id announced under another name, at mallory's port: something answers there,
+    # with another certificate
+    log = alice.data_dir / "node.log"
+    spoofed_at = f"at 127.0.0.1:{_port(mallory)}, but nothing there proved"
+    asyncio.run(_publish_until(bob.node_id, "mallory", _port(mallory), lambda: wait_until(
+        lambda: spoofed_at in log.read_text(), 30, "alice to check the spoofed address")))
+    row = _row(alice, bob.node_id)
+    assert (row["node_id"], row["name"], row["host"], row["port"], row["state"]) == home
+    assert not [p for p in alice.client.peers()
+                if p["name"] == "mallory" and p["state"] == "paired"]
+    found = alice.client.search(["nums"])
+    assert [m["node"]["name"] for m in found["matches"]] == ["bob"] and not found["errors"]
+    job = alice.client.submit(spec([alice, bob], SUM, [("nums", 1, "dataset")]))
+    done = alice.client.wait(job["id"], timeout=JOB_TIMEOUT)
+    assert done["state"] == "succeeded", done["reason"]
+    assert results(done)[0] == pytest.approx(66.0, abs=1e-2)
+
+    # a genuine move: bob restarts on another port; alice follows once TLS pinned to bob's
+    # certificate reached it there
+    old_port = _port(bob)
+    bob.stop()
+    bob.peer_url = ""  # a new free port
+    bob.start()
+    assert _port(bob) != old_port
+    moved = wait_until(lambda: _row(alice, bob.node_id)["port"] == _port(bob)
+                       and _row(alice, bob.node_id), 30, "alice to follow bob's move")
+    assert (moved["name"], moved["host"], moved["state"], moved["online"]) == \
+        ("bob", "127.0.0.1", "paired", True)
+    found = alice.client.search(["nums"])
+    assert [m["node"]["name"] for m in found["matches"]] == ["bob"] and not found["errors"]
+    assert [e["fields"]["address"] for e in alice.client.audit()["entries"]
+            if e["fields"].get("event") == "moved"] == [f"127.0.0.1:{_port(bob)}"]
+
+
+def test_a_node_bound_to_one_address_announces_that_address_alone(tmp_path, monkeypatch):
+    """``--host 127.0.0.1`` without ``--mdns-interface``: mDNS runs on 127.0.0.1 and announces
+    it, never the LAN address where nothing listens. (zeroconf is forced onto the loopback
+    here whatever the node asks for; the test checks what it asked.)"""
+    from discovery import interfaces
+    from node.server import NodeServer
+
+    real = interfaces.make_zeroconf
+    asked: list[object] = []
+
+    def loopback_only(chosen=None):
+        asked.append(chosen)
+        return real(["127.0.0.1"])
+
+    monkeypatch.setattr(interfaces, "make_zeroconf", loopback_only)
+
+    (tmp_path / "bob").mkdir()
+
+    async def main() -> tuple[str, tuple[str, ...], list[str]]:
+        server = NodeServer(tmp_path / "bob", "bob", host="127.0.0.1", mdns=True,
+                            mdns_interfaces=None)
+        await server.start()
+        aiozc = real(["127.0.0.1"])
+        browser = Browser(aiozc)
+        try:
+            await browser.start()
+            node_id = server.node.node_id
+            for _ in range(400):
+                if node_id in browser.peers:
+                    break
+                await asyncio.sleep(0.05)
+            record = browser.peers.get(node_id)
+            return node_id, record.addresses if record else (), server._publisher.addresses
+        finally:
+            await browser.close()
+            await aiozc.async_close()
+            await server.stop()
+
+    _, announced, published = asyncio.run(main())
+    assert asked == [["127.0.0.1"]]
+    assert published == ["127.0.0.1"]
+    assert announced == ("127.0.0.1",)
+
+
+def test_which_addresses_a_host_listens_on():
+    assert listening_addresses("127.0.0.1") == ["127.0.0.1"]
+    assert listening_addresses("10.2.0.7") == ["10.2.0.7"]
+    assert listening_addresses("localhost") == ["127.0.0.1"]
+    for every in ("0.0.0.0", "", "::"):
+        assert listening_addresses(every) is None
+    assert listening_addresses("::1") == []

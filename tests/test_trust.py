@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from node.api import owner_only, TOKEN
-from node.identity import NodeIdentity
+from node.api import TOKEN, owner_only
 from node.client import results
+from node.identity import NodeIdentity
 from tests.conftest import JOB_TIMEOUT, wait_until
 from tests.peerclient import peer_request
 from tests.test_jobs import spec, write_csv
@@ -168,9 +168,9 @@ def test_results_only_to_the_orchestrator_and_pins_hold(make_node, tmp_path):
         ctx = client_ssl_context(NodeIdentity.load_or_create(alice.data_dir),
                                  expected_cert_sha256=NodeIdentity.load_or_create(
                                      carol.data_dir).cert_der_sha256)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-            async with session.get(bob.peer_url + "/peer/v1/whoami") as resp:
-                return resp.status
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session, \
+                session.get(bob.peer_url + "/peer/v1/whoami") as resp:
+            return resp.status
 
     with pytest.raises(aiohttp.ClientConnectorCertificateError) as err:
         asyncio.run(pinned_get())
