@@ -159,7 +159,8 @@ class InboxView(QWidget):
         if kind == "proposal.arrived" and job_id:
             if not any(j.get("id") == job_id for j in self.jobs):
                 self.arrived[job_id] = {
-                    "id": job_id, "state": "awaiting_approval", "title": data.get("title", ""),
+                    "id": job_id, "state": str(data.get("state") or "awaiting_approval"),
+                    "title": data.get("title", ""),
                     "orchestrator": data.get("orchestrator", ""), "kind": data.get("kind", ""),
                     "created_at": event.get("t", time.time())}
             self._fill_timer.start()

@@ -331,7 +331,8 @@ class SettingsView(QWidget):
             "wait for you in the Inbox.", [("remove", "Remove")])
         if answer != "remove":
             return
-        self.conn.delete("/policies", {"orchestrator": who, "kind": kind}).then(
+        target = str(policy.get("node_id") or who)  # the key the approval is bound to
+        self.conn.delete("/policies", {"orchestrator": target, "kind": kind}).then(
             lambda _a: (self._show(f"Removed: {kind} jobs from {who} now wait for you."),
                         self._load_policies()),
             lambda exc: self._show(f"Could not remove the approval: {exc.message}", ERROR))

@@ -14,18 +14,21 @@ slow disk write never stalls the other requests and the event stream.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import logging
+import sqlite3
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from node import settings
 from node.core import PARTY, Node
-from node.errors import ParleyError, ProposalError, UnknownJob
+from node.errors import DiskFull, ParleyError, ProposalError, UnknownJob
 from node.identity import AuthError
 from node.orchestrator import ORCH, Orchestrator
+from node.wire import JsonTooDeep, loads_bounded
 
 logger = logging.getLogger(__name__)
 NODE = web.AppKey("node", Node)
@@ -35,6 +38,13 @@ SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 MAX_BODY = 8 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC or a quota from the OS, or SQLite's 'database or disk is full'."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
 
 
 def problem(status: int, title: str, detail: str, ptype: str = "about:blank") -> web.Response:
@@ -56,15 +66,32 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return problem(exc.status, exc.reason, exc.text or exc.reason)
-    except Exception:  # noqa: BLE001 - logged, and answered with a reason
+    except RecursionError:  # a request nested past what a handler walks: one line, no traceback
+        logger.warning("%s %s: nested too deeply to handle (RecursionError)", request.method,
+                       request.path)
+        return problem(400, "Nested too deeply", "the request is nested too deeply for the "
+                       "node to read; send a flatter document", JsonTooDeep.problem_type)
+    except (OSError, sqlite3.Error) as exc:
+        if not _disk_full(exc):
+            logger.exception("unexpected error in %s %s", request.method, request.path)
+            return problem(500, "Internal error", "the node hit an unexpected error; its log "
+                           "has the details")
+        node = request.app.get(NODE)
+        where = str(node.data_dir) if node is not None else "the node's data dir"
+        logger.error("%s %s: the disk holding %s is full", request.method, request.path, where)
+        return problem(507, "Disk full", f"the disk holding this node's data ({where}) is full, "
+                       f"so nothing was saved; free some space there and try again",
+                       DiskFull.problem_type)
+    except Exception:  # logged, and answered with a reason
         logger.exception("unexpected error in %s %s", request.method, request.path)
         return problem(500, "Internal error", "the node hit an unexpected error; its log has "
                        "the details")
 
 
 async def body_json(request: web.Request) -> Any:
+    """The request's JSON body; ``JsonTooDeep`` (400) past ``MAX_JSON_DEPTH`` levels."""
     try:
-        return await request.json()
+        return await request.json(loads=loads_bounded)
     except (ValueError, UnicodeDecodeError):
         raise ProposalError("the request body is not valid JSON") from None
 
@@ -161,6 +188,12 @@ async def pairing_confirm(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def peer_unpair(request: web.Request) -> web.Response:
+    """A paired node unpaired this one and says so, signed: it is revoked here too."""
+    peer = await request.app[NODE].trust.unpaired_by_peer(request)
+    return web.json_response({"ok": True, "revoked": peer.node_id})
+
+
 async def _wait_events(request: web.Request, role: str | None = None) -> list[dict[str, Any]]:
     """Long poll: events after ``after``, waiting up to ``timeout`` s (at most 30)."""
     after = int(_query_float(request, "after", 0, 2**62))
@@ -190,6 +223,7 @@ def peer_app(node: Node) -> web.Application:
         web.post("/peer/v1/pairing/hello", pairing_hello),
         web.post("/peer/v1/pairing/{pairing}/reveal", pairing_reveal),
         web.post("/peer/v1/pairing/{pairing}/confirm", pairing_confirm),
+        web.post("/peer/v1/unpair", peer_unpair),
     ])
     return app
 
@@ -234,7 +268,8 @@ async def admin_publish(request: web.Request) -> web.Response:
         body["path"], name=body.get("name"), tags=tags,
         description=str(body.get("description", "")), label_column=body.get("label_column"),
         import_id=str(import_id) if import_id else None)
-    return web.json_response(asset.public(), status=201)
+    warnings = await asyncio.to_thread(request.app[NODE].tag_warnings, asset)
+    return web.json_response({**asset.public(), "warnings": warnings}, status=201)
 
 
 async def admin_cancel_import(request: web.Request) -> web.Response:
@@ -298,7 +333,8 @@ async def admin_approve(request: web.Request) -> web.Response:
     body = await body_json(request) if request.can_read_body else {}
     body = body if isinstance(body, dict) else {}
     job = await asyncio.to_thread(request.app[NODE].approve, request.match_info["job"],
-                                  body.get("proposal_hash"), bool(body.get("always")))
+                                  str(body.get("proposal_hash") or ""),
+                                  bool(body.get("always")))
     return web.json_response(job.public())
 
 
@@ -335,30 +371,33 @@ async def admin_result(request: web.Request) -> web.Response:
 
 
 async def admin_policies(request: web.Request) -> web.Response:
-    return web.json_response({"policies": request.app[NODE].jobs.policies()})
+    return web.json_response({"policies": await asyncio.to_thread(request.app[NODE].policies)})
 
 
 def _policy_body(body: Any) -> tuple[str, str]:
     from node.plans import KINDS
 
+    kinds = ", ".join((*KINDS, "source"))
     if not isinstance(body, dict) or not isinstance(body.get("orchestrator"), str) or \
-            body.get("kind") not in (*KINDS, "source"):
-        raise ProposalError("expected {\"orchestrator\": name, \"kind\": one of "
-                            f"{', '.join((*KINDS, 'source'))}}}")
+            not body["orchestrator"]:
+        raise ProposalError(f"name the orchestrator (a paired peer's name or node id) and a "
+                            f"job kind ({kinds})")
+    if body.get("kind") not in (*KINDS, "source"):
+        raise ProposalError(f"the job kind must be one of {kinds}, not "
+                            f"{str(body.get('kind') or 'nothing')!r}")
     return body["orchestrator"], body["kind"]
 
 
 async def admin_add_policy(request: web.Request) -> web.Response:
     orchestrator, kind = _policy_body(await body_json(request))
-    await asyncio.to_thread(request.app[NODE].jobs.add_policy, orchestrator, kind)
-    return web.json_response({"orchestrator": orchestrator, "kind": kind}, status=201)
+    out = await asyncio.to_thread(request.app[NODE].add_policy, orchestrator, kind)
+    return web.json_response(out, status=201)
 
 
 async def admin_remove_policy(request: web.Request) -> web.Response:
     orchestrator, kind = _policy_body(await body_json(request))
-    if not await asyncio.to_thread(request.app[NODE].jobs.remove_policy, orchestrator, kind):
-        raise ProposalError(f"no policy approves {kind} jobs from {orchestrator}")
-    return web.json_response({"removed": {"orchestrator": orchestrator, "kind": kind}})
+    out = await asyncio.to_thread(request.app[NODE].remove_policy, orchestrator, kind)
+    return web.json_response({"removed": out})
 
 
 async def admin_dry_run(request: web.Request) -> web.Response:
@@ -366,7 +405,13 @@ async def admin_dry_run(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("source"), str):
         raise ProposalError("expected {\"source\": \"def run(crypten): ...\", \"entry\": \"run\"}")
     entry = body.get("entry") or "run"
-    return web.json_response(await request.app[NODE].dry_run(body["source"], str(entry)))
+    time_s = body.get("time_s", 180)
+    if not isinstance(time_s, (int, float)) or isinstance(time_s, bool) or not 0 < time_s <= 86400:
+        raise ProposalError("time_s: a number of seconds in (0, 86400]")
+    schemas = await request.app[ORCHESTRATOR].schemas_of_tags(body["source"], str(entry))
+    return web.json_response(await request.app[NODE].dry_run(body["source"], str(entry),
+                                                             time_s=float(time_s),
+                                                             schemas=schemas))
 
 
 async def admin_peers(request: web.Request) -> web.Response:
@@ -389,9 +434,10 @@ async def admin_pair(request: web.Request) -> web.Response:
         raise ProposalError("expected {\"peer\": NAME or HOST:PORT}")
     if ":" in target and target.rsplit(":", 1)[1].isdigit():
         host, port = _address(target)
-    else:
+    else:  # by name: the node at that address must be the one the name was seen with
         peer = node.trust.peers.find(target)
-        host, port = peer.host, peer.port
+        pairing = await node.trust.start_pairing(peer.host, peer.port, expect=peer.node_id)
+        return web.json_response(pairing.public(node.node_id), status=201)
     pairing = await node.trust.start_pairing(host, port)
     return web.json_response(pairing.public(node.node_id), status=201)
 
@@ -441,7 +487,8 @@ async def admin_audit(request: web.Request) -> web.Response:
     peer, job = request.query.get("peer"), request.query.get("job")
     if peer:
         entries = [e for e in entries if peer in (e["fields"].get("peer"), e["fields"].get(
-            "sender"), e["fields"].get("orchestrator"), e["fields"].get("name"))]
+            "sender"), e["fields"].get("orchestrator"), e["fields"].get("name"),
+            e["fields"].get("remote"))]
     if job:
         entries = [e for e in entries if e["fields"].get("job") == job]
     return web.json_response({"entries": entries, "verify": {

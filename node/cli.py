@@ -1,6 +1,8 @@
 """``parley``: the command line. Every command but ``node`` talks to a running node's admin API.
 
-Errors are printed as one line saying what happened and what to do; never a traceback.
+Errors are printed as one line saying what happened and what to do; never a traceback. Text
+that may come from a peer (names, titles, tags, reasons, job output) is printed through
+node/display.py, control characters escaped; ``--json`` output is JSON-escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from node.client import NodeClient, Party, results
+from node.display import SafeLogRecords, safe, safe_data
 from node.errors import ParleyError
 from node.paths import data_dir
 
@@ -22,7 +25,8 @@ DATA_DIR_HELP = "the node's data directory (default: $PARLEY_DATA_DIR or the use
 
 
 def _print(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text(data))
+    """``data`` as JSON, or as the text ``text`` makes of it once every string is safe."""
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else text(safe_data(data)))
 
 
 def _client(args: argparse.Namespace) -> NodeClient:
@@ -44,6 +48,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     from node import settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SafeLogRecords())
     path = data_dir(args.data_dir)
     saved = settings.load(path)  # what the owner saved in the app; flags win
     args.name = args.name or saved.get("name")
@@ -65,8 +71,15 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     asset = _client(args).publish(args.file, tags=args.tag, name=args.name,
                                   description=args.description, label_column=args.label)
-    _print(args, asset, lambda a: f"published {a['kind']} {a['id']} '{a['name']}' tags "
-                                  f"{', '.join(a['tags']) or '(none)'}")
+    _print(args, asset, lambda a: "\n".join(
+        [f"published {a['kind']} {a['id']} '{a['name']}' tags {', '.join(a['tags']) or '(none)'}"]
+        + [f"WARNING: {w}" for w in a.get("warnings", [])]))
+    return 0
+
+
+def cmd_unpublish(args: argparse.Namespace) -> int:
+    out = _client(args).remove_asset(args.asset)
+    _print(args, out, lambda o: f"unpublished {o['removed']}; its data is deleted from this node")
     return 0
 
 
@@ -139,13 +152,15 @@ def _show_result(args: argparse.Namespace, job: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(job, indent=2, sort_keys=True))
         return 0 if job["state"] == "succeeded" else 1
+    values = results(job) if job["state"] == "succeeded" else {}
+    job = safe_data(job)
     print(f"job {job['id']}: {job['state']}" + (f" ({job['reason']})" if job["reason"] else ""))
     for rank, party in sorted(job["detail"].get("parties", {}).items()):
         print(f"  rank {rank} {party.get('name', '')}: {party.get('state')}"
               + (f": {party['reason']}" if party.get("reason") else ""))
     if job["state"] == "succeeded":
-        for rank, value in results(job).items():
-            print(f"  result released by rank {rank}:\n{value}")
+        for rank, value in values.items():
+            print(f"  result released by rank {rank}:\n{safe_data(value)}")
         return 0
     return 1
 
@@ -170,42 +185,82 @@ def cmd_show(args: argparse.Namespace) -> int:
     from node.review import render_text
 
     job = _client(args).job(args.job, role="party")
+    review = job["detail"].get("review") or {}
+    review["diff_lines"] = (review.get("diff_from_last_approved") or "").splitlines()
     _print(args, job, render_text)
     return 0
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
+    from node.plans import KINDS
+
     client = _client(args)
-    if args.action == "add":
-        client.add_policy(args.orchestrator, args.kind)
-    elif args.action == "remove":
-        client.remove_policy(args.orchestrator, args.kind)
+    if args.action in ("add", "remove"):
+        kinds = ", ".join((*KINDS, "source"))
+        if not args.orchestrator or args.kind not in (*KINDS, "source"):
+            raise ParleyError(f"write: parley policy {args.action} PEER KIND, where PEER is a "
+                              f"paired peer's name or node id and KIND one of {kinds}")
+        if args.action == "add":
+            client.add_policy(args.orchestrator, args.kind)
+        else:
+            client.remove_policy(args.orchestrator, args.kind)
     policies = client.policies()
     _print(args, policies, lambda rows: _table(
-        [[p["orchestrator"], p["kind"]] for p in rows], ["ORCHESTRATOR", "APPROVED WITHOUT ASKING"]))
+        [[p["orchestrator"], p["node_id"], p["kind"]] for p in rows],
+        ["ORCHESTRATOR", "NODE ID", "APPROVED WITHOUT ASKING"]))
     return 0
 
 
+def _is_job_id(text: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"j-[0-9a-f]{8,32}", text)) and not Path(text).exists()
+
+
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    try:
-        source = Path(args.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParleyError(f"cannot read {args.file}: {exc}") from None
-    out = _client(args).dry_run(source, args.entry)
+    client = _client(args)
+    if _is_job_id(args.file):  # a proposal received: its own reveal map and limits
+        out = client.dry_run_job(args.file)
+    else:
+        try:
+            source = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParleyError(f"cannot read {args.file}: {exc}") from None
+        out = client.dry_run(source, args.entry, args.time_limit)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
-    elif out["state"] == "succeeded":
+        return 0 if out["state"] == "succeeded" else 1
+    for m in out.get("mocked", []):
+        print(f"mock data for '{safe(m['tag'])}' ({m['kind']}, shaped like "
+              f"{m['shaped_like']})")
+    if out["state"] == "succeeded":
         from node.wire import decode
 
-        print(f"dry run succeeded; result:\n{decode(out['result'])}")
+        value = decode(out["result"])
+        print(f"dry run succeeded; result:\n{safe_data(value)}")
     else:
-        print(f"dry run {out['state']}: {out['reason']}")
+        print(f"dry run {out['state']}: {safe(out['reason'])}")
     return 0 if out["state"] == "succeeded" else 1
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    job = _client(args).approve(args.job, args.hash)
-    _print(args, job, lambda j: f"approved {j['id']}")
+    client = _client(args)
+    given = args.hash
+    if not given:  # approve what the owner sees now, and only after they say yes
+        job = client.job(args.job, role="party")
+        if not sys.stdin.isatty():
+            raise ParleyError(f"give the hash you reviewed: parley approve {args.job} --hash "
+                              f"{job['proposal_hash'][:12]} (`parley show {args.job}` prints it)")
+        print(f"{args.job}: '{safe(job['title'])}' from {safe(job['orchestrator'])}, proposal "
+              f"hash {job['proposal_hash'][:12]}")
+        if input("approve exactly this proposal? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("not approved")
+            return 1
+        given = job["proposal_hash"]
+    job = client.approve(args.job, given, always=args.always)
+    _print(args, job, lambda j: f"approved {j['id']}" + (
+        f"; later {j['kind']} jobs from {j['orchestrator']} are approved without asking"
+        if args.always else ""))
     return 0
 
 
@@ -225,6 +280,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
     client = _client(args)
 
     def text(rows: list[dict[str, Any]]) -> str:
+        rows = safe_data(rows)
         table = _table([[p["name"], p["node_id"], p["state"] + ("" if p["online"] else
                                                                  " (offline)"),
                          f"{p['host']}:{p['port']}", p["source"]] for p in rows],
@@ -233,11 +289,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
                     if p.get("name_clash")]
         pending = [f"pairing request {q['id']} with {q['name']}: code {q['code']} "
                    f"({'confirmed here' if q['local_confirmed'] else 'confirm with parley pair --confirm ' + q['id']})"
-                   for q in client.pairings() if q["state"] == "pending"]
+                   for q in safe_data(client.pairings()) if q["state"] == "pending"]
         return "\n".join([table, *warnings, *pending])
 
     if not args.watch:
-        _print(args, client.peers(), text)
+        _print(args, client.peers(), text)  # text() makes the rows safe itself
         return 0
     last = None
     try:
@@ -274,7 +330,17 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 def cmd_unpair(args: argparse.Namespace) -> int:
     out = _client(args).unpair(args.peer)
-    _print(args, out, lambda p: f"unpaired {p['name']} ({p['node_id']})")
+
+    def said(p: dict[str, Any]) -> str:
+        line = f"unpaired {p['name']} ({p['node_id']})"
+        if p.get("peer_told"):
+            return line + f"; {p['name']} was told and unpaired this node too"
+        if p.get("peer_told") is False:
+            return line + (f"; {p['name']} was not told ({p.get('peer_told_detail')}): it "
+                           f"still lists this node as paired until its owner unpairs too")
+        return line
+
+    _print(args, out, said)
     return 0
 
 
@@ -300,7 +366,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    out = _client(args).audit()
+    out = _client(args).audit(args.kind, args.peer, args.job)
+    if args.tail:
+        out["entries"] = out["entries"][-args.tail:]
 
     def text(o: dict[str, Any]) -> str:
         lines = [f"{e['seq']:5d} {e['time']} {e['kind']:<9} " + " ".join(
@@ -375,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="")
     p.add_argument("--label", help="CSV: the label column, kept apart from the features")
 
+    p = add("unpublish", cmd_unpublish, "remove an asset (by id) and delete its data here")
+    p.add_argument("asset")
+
     p = add("assets", cmd_assets, "list this node's assets")
     p.add_argument("--tag", action="append", default=[], help="only assets with this tag")
 
@@ -408,14 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", default="",
                    help="inference, train, statistics, or source (jailed code: think twice)")
 
-    p = add("dry-run", cmd_dry_run, "run a job file as one party on this node's own data, "
-            "through the same jail")
-    p.add_argument("file")
+    p = add("dry-run", cmd_dry_run, "run a job file as one party, through the same jail: on "
+            "this node's data for the tags it holds, on mock data for the others; or a received "
+            "proposal (JOB) on mock data, under that proposal's own reveal map and limits")
+    p.add_argument("file", metavar="FILE_OR_JOB")
     p.add_argument("--entry", default="run")
+    p.add_argument("--time-limit", type=float, default=180,
+                   help="seconds the dry run may take (default 180; a JOB uses its own)")
 
     p = add("approve", cmd_approve, "approve a proposal you reviewed")
     p.add_argument("job")
-    p.add_argument("--hash", help="the proposal hash you reviewed (refused if it differs)")
+    p.add_argument("--hash", help="the proposal hash you reviewed, or its first 8+ characters "
+                   "(refused if it differs); without it, you are asked to confirm")
+    p.add_argument("--always", action="store_true", help="also approve later jobs of this "
+                   "kind from this orchestrator without asking (a policy)")
 
     p = add("reject", cmd_reject, "reject a proposal, with a reason sent back")
     p.add_argument("job")
@@ -450,6 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for peers")
 
     p = add("audit", cmd_audit, "this node's audit log, with its hash chain verified")
+    p.add_argument("--kind", help="only entries of this kind (refusal, proposal, decision, "
+                   "run, reveal, pairing, policy, claim)")
+    p.add_argument("--peer", help="only entries about this node id, name or address")
+    p.add_argument("--job", help="only entries about this job")
+    p.add_argument("--tail", type=int, help="only the last N entries")
 
     add("gui", cmd_gui, "open the desktop app for this data dir's node (starts the node if "
         "none runs)", json_out=False)
@@ -468,10 +550,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ParleyError as exc:
-        print(f"parley: error: {exc.message}", file=sys.stderr)
+        print(f"parley: error: {safe(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `parley show J | head`: the reader left; so do we, quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

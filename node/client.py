@@ -103,9 +103,10 @@ class NodeClient:
     def job(self, job_id: str, role: str | None = None) -> dict[str, Any]:
         return self.call("GET", f"/admin/v1/jobs/{job_id}" + (f"?role={role}" if role else ""))
 
-    def approve(self, job_id: str, proposal_hash: str | None = None) -> dict[str, Any]:
-        body = {"proposal_hash": proposal_hash} if proposal_hash else {}
-        return self.call("POST", f"/admin/v1/jobs/{job_id}/approve", body)
+    def approve(self, job_id: str, proposal_hash: str, always: bool = False) -> dict[str, Any]:
+        """Approve the proposal whose hash (or its first 8+ characters) the owner reviewed."""
+        return self.call("POST", f"/admin/v1/jobs/{job_id}/approve",
+                         {"proposal_hash": proposal_hash, "always": always})
 
     def reject(self, job_id: str, reason: str) -> dict[str, Any]:
         return self.call("POST", f"/admin/v1/jobs/{job_id}/reject", {"reason": reason})
@@ -147,12 +148,24 @@ class NodeClient:
         return self.call("GET", f"/admin/v1/search?{query}&timeout={timeout}",
                          timeout=timeout + 10)
 
-    def audit(self) -> dict[str, Any]:
-        return self.call("GET", "/admin/v1/audit")
+    def audit(self, kind: str | None = None, peer: str | None = None, job: str | None = None
+              ) -> dict[str, Any]:
+        """The audit log, its chain verified; the entries of one kind, peer or job."""
+        query = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in
+                         (("kind", kind), ("peer", peer), ("job", job)) if v)
+        return self.call("GET", "/admin/v1/audit" + (f"?{query}" if query else ""))
 
-    def dry_run(self, source: str, entry: str = "run") -> dict[str, Any]:
-        return self.call("POST", "/admin/v1/dry-run", {"source": source, "entry": entry},
-                         timeout=300)
+    def dry_run(self, source: str, entry: str = "run", time_s: float = 180) -> dict[str, Any]:
+        return self.call("POST", "/admin/v1/dry-run", {"source": source, "entry": entry,
+                                                       "time_s": time_s},
+                         timeout=time_s + 120)
+
+    def dry_run_job(self, job_id: str) -> dict[str, Any]:
+        """A received proposal run here alone on mock data, under its own limits."""
+        return self.call("POST", f"/admin/v1/jobs/{job_id}/dry-run", {}, timeout=86400)
+
+    def remove_asset(self, asset_id: str) -> dict[str, Any]:
+        return self.call("DELETE", f"/admin/v1/assets/{urllib.request.quote(asset_id)}")
 
     # -- orchestrating ------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from node import proposal as proposals
 from node import review
 from node.jail import lockdown, static
 from node import __version__
-from node.errors import Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError
+from node.errors import (Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError,
+                         UnknownPeer)
 from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.jobs import JobBook, JobRecord
-from node.runner import PartyProcess, SpawnLauncher, free_port, interface_of, party_threads
+from node.runner import PartyProcess, SpawnLauncher, interface_of, party_threads
 from node.store import Asset, Store
 from node.trust import Trust
 
@@ -53,6 +54,7 @@ class Node:
         self._runs: dict[str, PartyProcess] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._imports: dict[str, Any] = {}
+        self._migrate_name_policies()
         interrupted = self.jobs.fail_interrupted()
         if interrupted:
             logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
@@ -117,6 +119,18 @@ class Node:
         self._asset_event(EventKind.ASSET_PUBLISHED, asset)
         return asset
 
+    def tag_warnings(self, asset: Asset) -> list[str]:
+        """A tag now on several assets makes every job that names it fail: say so at once."""
+        out = []
+        for tag in asset.tags:
+            others = [a.id for a in self.store.list([tag]) if a.id != asset.id]
+            if others:
+                out.append(f"the tag '{tag}' is also on {', '.join(others)}; a job that names "
+                           f"'{tag}' fails while {len(others) + 1} assets carry it: remove "
+                           f"the old one (`parley unpublish {others[0]}`) or give this one "
+                           f"another tag")
+        return out
+
     def _import_progress(self, import_id: str) -> Any:
         cancelled = threading.Event()
         self._imports[import_id] = cancelled
@@ -137,6 +151,12 @@ class Node:
         if cancelled is not None:
             cancelled.set()
         return cancelled is not None
+
+    def _holds(self, tag: str) -> bool:
+        try:
+            return bool(self.store.list([tag]))
+        except ParleyError:
+            return False  # not even a valid tag
 
     def _asset_event(self, kind: EventKind, asset: Asset) -> None:
         self.events.append(kind, {"asset_id": asset.id, "name": asset.name, "kind": asset.kind,
@@ -210,25 +230,66 @@ class Node:
                                 "or Landlock), so it accepts plans only; its owner can start it "
                                 "with --accept-reduced-isolation to allow source jobs")
         await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
-        orchestrator = p["orchestrator"]["name"]
-        last = self.jobs.last_approved_source(orchestrator, p.get("title", ""), p["job_id"])
-        material = await asyncio.to_thread(review.build, p, rank, self.store, last)
+        names, claims = await asyncio.to_thread(self._names_of, p, sender)
+        orchestrator = names["orchestrator"]
+        orchestrator_id = p["orchestrator"]["node_id"]
+        last = self.jobs.last_approved_source(orchestrator_id, p.get("title", ""), p["job_id"])
+        material = await asyncio.to_thread(review.build, p, rank, self.store, last, names,
+                                           claims)
         job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
                                proposals.proposal_hash(p), rank,
-                               detail={"review": material, "signature": body.get("signature")})
-        self.audit.append("proposal", job=job.id, hash=job.proposal_hash, orchestrator=orchestrator,
-                          sender=sender or "", code=kind)
-        self.events.append(EventKind.PROPOSAL_ARRIVED, {
-            "job_id": job.id, "orchestrator": orchestrator, "title": p.get("title", ""),
-            "kind": job.public()["kind"], "rank": rank}, job_id=job.id, role=PARTY)
-        logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator, rank, kind)
+                               detail={"review": material, "names": names,
+                                       "signature": body.get("signature")})
+        self.audit.append("proposal", job=job.id, hash=job.proposal_hash,
+                          orchestrator=orchestrator_id, sender=sender or "", code=kind)
+        for claim in claims:
+            self.audit.append("claim", job=job.id, sender=sender or "", **claim)
+        logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator_id, rank,
+                    kind)
         if self.auto_approve:
             job = self._approved(job.id, "approved automatically (node started with "
                                          "--auto-approve)")
-        elif self.jobs.policy_allows(orchestrator, kind):
+        elif self.jobs.policy_allows(orchestrator_id, kind):
             job = self._approved(job.id, f"approved by the owner's policy: {kind} jobs from "
-                                         f"{orchestrator}")
+                                         f"{orchestrator} ({orchestrator_id})")
+        # announced once decided: a proposal a policy approved never shows as waiting
+        self.events.append(EventKind.PROPOSAL_ARRIVED, {
+            "job_id": job.id, "orchestrator": orchestrator, "orchestrator_id": orchestrator_id,
+            "title": p.get("title", ""), "kind": job.public()["kind"], "rank": rank,
+            "state": job.state}, job_id=job.id, role=PARTY)
         return job
+
+    def name_of(self, node_id: str) -> str:
+        """What this node calls a node: its own name, a peer's paired name, or a mark that
+        the key is not paired here. Never a name a sender wrote."""
+        if node_id == self.node_id:
+            return self.name
+        try:
+            peer = self.trust.peers.get(node_id)
+        except UnknownPeer:
+            return f"unknown node {node_id[:14]}"
+        return peer.name if peer.paired else f"unpaired node {node_id[:14]}"
+
+    def _names_of(self, p: dict[str, Any], sender: str | None
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Names for every node a proposal mentions, from this node's peer book, and the
+        claims that differ from it (each audited, and shown to the owner as a warning)."""
+        if sender is None:  # unit tests without a network: the proposal's words
+            return ({"orchestrator": p["orchestrator"]["name"],
+                     "parties": {str(q["rank"]): q["name"] for q in p["parties"]}}, [])
+        claims = []
+
+        def verified(field: str, entry: dict[str, Any]) -> str:
+            name = self.name_of(entry["node_id"])
+            if entry["name"] != name:
+                claims.append({"field": field, "node": entry["node_id"],
+                               "claimed": entry["name"][:80], "known_as": name})
+            return name
+
+        names = {"orchestrator": verified("the orchestrator", p["orchestrator"]),
+                 "parties": {str(q["rank"]): verified(f"rank {q['rank']}", q)
+                             for q in p["parties"]}}
+        return names, claims
 
     @property
     def os_confined(self) -> bool:
@@ -246,19 +307,63 @@ class Node:
                            job_id=job_id, role=PARTY)
         return self.jobs.get(job_id, PARTY)
 
-    def approve(self, job_id: str, proposal_hash: str | None = None, always: bool = False
-                ) -> JobRecord:
-        """The owner approves exactly the proposal they reviewed; with ``always``, also every
-        later proposal of this plan kind from this orchestrator (a policy)."""
+    def approve(self, job_id: str, proposal_hash: str, always: bool = False) -> JobRecord:
+        """The owner approves exactly the proposal they reviewed (its hash, or the first 8 or
+        more characters of it, as `parley show` prints); with ``always``, also every later
+        proposal of this plan kind from this orchestrator's key (a policy)."""
         job = self.jobs.get(job_id, PARTY)
-        if proposal_hash is not None and proposal_hash != job.proposal_hash:
+        given = str(proposal_hash or "").strip().lower()
+        if len(given) < 8:
+            raise ProposalError(f"approving {job_id} needs the proposal hash you reviewed (at "
+                                f"least its first 8 characters); `parley show {job_id}` "
+                                f"prints it")
+        if not job.proposal_hash.startswith(given):
             raise JobStateError(f"job {job_id} is not the proposal you reviewed (hash differs); "
                                 f"review it again with `parley show {job_id}`")
         job = self._approved(job_id, "approved by the owner")
         if always:
-            info = job.public()
-            self.jobs.add_policy(info["orchestrator"], proposals.code_kind(job.proposal))
+            self.add_policy(job.proposal["orchestrator"]["node_id"],
+                            proposals.code_kind(job.proposal))
         return job
+
+    # -- standing approvals (policies), bound to a paired node's key ------------------------
+    def add_policy(self, peer: str, kind: str) -> dict[str, Any]:
+        """Approve every later ``kind`` proposal from a paired node (by name or node id)."""
+        if peer in (self.name, self.node_id):  # jobs this node sends itself
+            node_id, name = self.node_id, self.name
+        else:
+            target = self.trust.peers.find(peer)
+            if not target.paired:
+                raise UnknownPeer(f"'{peer}' is not paired with this node; a standing approval "
+                                  f"is only for a paired peer (`parley pair {peer}` first)")
+            node_id, name = target.node_id, target.name
+        if self.jobs.add_policy(node_id, kind):
+            self.audit.append("policy", event="added", peer=node_id, name=name, job_kind=kind)
+        return {"orchestrator": name, "node_id": node_id, "kind": kind}
+
+    def remove_policy(self, peer: str, kind: str) -> dict[str, Any]:
+        node_id = peer
+        if peer == self.name:
+            node_id = self.node_id
+        elif not any(p["node_id"] == peer for p in self.jobs.policies()):
+            node_id = self.trust.peers.find(peer).node_id
+        if not self.jobs.remove_policy(node_id, kind):
+            raise ProposalError(f"no policy approves {kind} jobs from {peer}; `parley policy "
+                                f"list` shows them")
+        self.audit.append("policy", event="removed", peer=node_id, job_kind=kind)
+        return {"orchestrator": self.name_of(node_id), "node_id": node_id, "kind": kind}
+
+    def policies(self) -> list[dict[str, Any]]:
+        return [{**p, "orchestrator": self.name_of(p["node_id"])} for p in self.jobs.policies()]
+
+    def _migrate_name_policies(self) -> None:
+        """Policies an older version keyed by name become policies of that paired key."""
+        for name, kind in self.jobs.take_name_policies():
+            try:
+                self.add_policy(name, kind)
+            except ParleyError:
+                logger.warning("dropped the standing approval of %s jobs from %r: no paired "
+                               "node has that name", kind, name)
 
     def reject(self, job_id: str, reason: str) -> JobRecord:
         reason = reason.strip() or "no reason given"
@@ -278,13 +383,17 @@ class Node:
         if job.state != "approved":
             raise JobStateError(f"job {job_id} is {job.state}; only an approved job can start")
         p = job.proposal
-        if job.rank == 0:
-            rendezvous = f"tcp://{self.host}:{free_port(self.host)}"
-        elif not rendezvous:
+        if job.rank != 0 and not rendezvous:
             raise ProposalError("rendezvous: the address of rank 0 is needed to start")
         assets, blob_index, blobs = await self._assets_for(p, job.rank)
         limits = proposals.limits(p)
         world = len(p["parties"])
+        server = None
+        if job.rank == 0:  # the parties' store, on this node's address, for the job's key only
+            from node.rendezvous import RendezvousServer
+
+            server = await RendezvousServer(world).start(self.host)
+            rendezvous = server.url  # with its key: never logged (redact_rendezvous)
         reveal = p["reveal"]
         source, entry = proposals.job_code(p)
         spec = {
@@ -300,16 +409,33 @@ class Node:
             "limits": {"cpu_s": limits["time_s"] * 2, "memory_bytes": int(limits["memory_mb"])
                        << 20, "log_bytes": 1 << 20},
         }
-        self.jobs.transition(job_id, PARTY, "starting", "")
+
+        async def close_rendezvous() -> None:
+            if server is not None:
+                await server.close()
+                if server.refused:
+                    self.audit.append("refusal", job=job_id, connections=server.refused,
+                                      reason="a connection to the job's rendezvous did not "
+                                             "prove the job's key")
+
+        async def supervise(run: PartyProcess) -> None:
+            try:
+                await self._supervise(job_id, run, spec, blobs, limits["time_s"])
+            finally:
+                await close_rendezvous()
+
         try:
+            self.jobs.transition(job_id, PARTY, "starting", "")
             run = await self.launcher.launch(job_id, spec["threads"])
-        except OSError as exc:
-            self.jobs.transition(job_id, PARTY, "failed", f"could not start a party process: "
-                                 f"{exc}")
+        except BaseException as exc:
+            await close_rendezvous()
+            if isinstance(exc, OSError):
+                self.jobs.transition(job_id, PARTY, "failed", f"could not start a party "
+                                     f"process: {exc}")
             raise
         self._runs[job_id] = run
         self.audit.append("run", job=job_id, event="started", rank=job.rank)
-        self.spawn(self._supervise(job_id, run, spec, blobs, limits["time_s"]))
+        self.spawn(supervise(run))
         return {"rendezvous": rendezvous, "state": "starting"}
 
     async def _assets_for(self, p: dict[str, Any], rank: int
@@ -382,12 +508,14 @@ class Node:
 
     async def dry_run(self, source: str, entry: str, layers: dict[str, bool] | None = None,
                       bindings: dict[str, str] | None = None,
-                      reveal: dict[str, Any] | None = None, time_s: float = 180
-                      ) -> dict[str, Any]:
-        """Run job source as a single party against this node's store, through the same
-        layers as a real job (``layers`` exists for tests that take one away). Every tag the
-        source loads is read from this store; ``src`` ranks all mean this party. The reveal
-        map allows every rank unless ``reveal`` says otherwise (auditors pass a real one).
+                      reveal: dict[str, Any] | None = None, time_s: float = 180,
+                      schemas: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Run job source as a single party, through the same layers as a real job
+        (``layers`` exists for tests that take one away). A tag this node holds is read from
+        its store; any other tag the source names gets mock data, shaped like ``schemas``
+        says (the catalogs of paired peers) or, if no one said, a small stand-in. ``src``
+        ranks all mean this party. The reveal map allows every rank unless ``reveal`` says
+        otherwise (auditors pass a real one).
         """
         layers = {**ALL_LAYERS, **(layers or {})}
         if bindings is not None:
@@ -402,16 +530,28 @@ class Node:
                                             f"the static check refused the job: {exc}")
                 # a test build without the static layer: every asset is in reach
                 tags = {a.tags[0]: a.kind for a in self.store.list() if a.tags}
-        p = {"bindings": [{"tag": t, "rank": 0, "kind": k} for t, k in tags.items()],
+        here = {t: k for t, k in tags.items() if await asyncio.to_thread(self._holds, t)}
+        p = {"bindings": [{"tag": t, "rank": 0, "kind": k} for t, k in here.items()],
              "parties": [{"rank": 0}]}
         try:
             assets, blob_index, blobs = await self._assets_for(p, 0)
         except ParleyError as exc:
             return _dry_run_refused("refused", exc.message)
-        return await self._dry_run_spec(
+        mocked = []
+        for seed, (tag, kind) in enumerate(sorted(set(tags.items()) - set(here.items()))):
+            schema = (schemas or {}).get(tag)
+            parts = await asyncio.to_thread(_mock_parts, kind, schema, seed)
+            assets[tag] = {"0": {"rank": 0, "kind": kind}}
+            for part, data in parts.items():
+                blobs.append(data)
+                blob_index.append({"tag": tag, "rank": 0, "part": part, "size": len(data)})
+            mocked.append({"tag": tag, "kind": kind, "shaped_like": "a paired peer's "
+                           "catalog" if schema else "nothing known: a small stand-in"})
+        out = await self._dry_run_spec(
             source, entry, assets, blob_index, blobs,
             reveal or {"to": list(range(16)), "everyone": True,
                        "budget": proposals.DEFAULT_BUDGET}, time_s, 8 << 30, layers)
+        return {**out, "mocked": mocked}
 
     async def _dry_run_spec(self, source: str, entry: str, assets: dict[str, Any],
                             blob_index: list[dict[str, Any]], blobs: list[bytes],
@@ -419,7 +559,7 @@ class Node:
                             layers: dict[str, bool]) -> dict[str, Any]:
         spec = {
             "job_id": "dry-run", "rank": 0, "world_size": 1, "dry_run": True,
-            "rendezvous": f"tcp://127.0.0.1:{free_port('127.0.0.1')}",
+            "rendezvous": "in-process",  # a world of one meets no one (node/party.py)
             "source": source, "entry": entry, "assets": assets, "blobs": blob_index,
             "result_to": [0], "reveal": reveal,
             "threads": 1, "timeouts": {"rendezvous": 30, "op": 10},
@@ -504,6 +644,18 @@ class Node:
                        "peer_url": self.peer_url, "token": token, "pid": os.getpid()}, f)
         os.replace(tmp, path)
         return path
+
+
+def _mock_parts(kind: str, schema: dict[str, Any] | None, seed: int) -> dict[str, bytes]:
+    """Mock data for a tag a dry run reads but this node does not hold. Without a schema a
+    dataset is 16 rows of 8 columns and a model takes 8 inputs to 2 outputs, so the two
+    stand-ins fit each other."""
+    from node.mockdata import mock_dataset, mock_model
+
+    if kind == "model":
+        return {"model": mock_model(schema or {"inputs": [{"shape": [None, 8]}],
+                                               "outputs": [{"shape": [None, 2]}]}, seed)}
+    return mock_dataset(schema or {"shape": [16, 8]}, seed)
 
 
 def _dry_run_refused(kind: str, reason: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@
     +-- AuditError              an audit entry that cannot be written, or a log not read
     +-- ImportCancelled         the owner cancelled an asset import
     +-- NodeBusy                another node already runs on this data dir
+    +-- DiskFull                the disk holding the data dir is full (where, in the message)
     (node.identity adds AuthError and PinMismatch: refused peer requests, wrong TLS pins)
 
 Every message says what happened and what to do next. HTTP handlers turn these into RFC 9457
@@ -124,6 +125,13 @@ class NodeBusy(ParleyError):
 
     problem_type = "https://parley.example/problems/node-busy"
     http_status = 409
+
+
+class DiskFull(ParleyError):
+    """A write failed for want of space (ENOSPC, a quota, SQLite's SQLITE_FULL)."""
+
+    problem_type = "https://parley.example/problems/disk-full"
+    http_status = 507
 
 
 def error_from_problem(document: object, status: int = 0) -> ParleyError:

@@ -49,9 +49,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT, detail TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (id, role)
 );
-CREATE TABLE IF NOT EXISTS policies (
-    orchestrator TEXT NOT NULL, kind TEXT NOT NULL, created_at REAL NOT NULL,
-    PRIMARY KEY (orchestrator, kind)
+CREATE TABLE IF NOT EXISTS standing_approvals (
+    node_id TEXT NOT NULL, kind TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (node_id, kind)
 );
 """
 
@@ -74,6 +74,15 @@ class JobRecord:
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
+    @property
+    def orchestrator_name(self) -> str:
+        """For a received proposal, the name this node's peer book gives the key that signed
+        it (``detail.names``); the proposal's own words only for jobs this node composed."""
+        names = self.detail.get("names")
+        if names:
+            return str(names["orchestrator"])
+        return str(self.proposal.get("orchestrator", {}).get("name", ""))
+
     def public(self, with_result: bool = False) -> dict[str, Any]:
         """The job for the admin API; a list leaves out the review (it carries the source)."""
         detail = self.detail if with_result else {k: v for k, v in self.detail.items()
@@ -83,7 +92,7 @@ class JobRecord:
             "proposal_hash": self.proposal_hash, "rank": self.rank,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "title": self.proposal.get("title", ""), "detail": detail,
-            "orchestrator": self.proposal.get("orchestrator", {}).get("name", ""),
+            "orchestrator": self.orchestrator_name,
             "orchestrator_id": self.proposal.get("orchestrator", {}).get("node_id", ""),
             "kind": code_kind(self.proposal),
         }
@@ -182,9 +191,9 @@ class JobBook:
                 self.add_event(job_id, role, "detail", detail)
 
     def fail_interrupted(self) -> list[str]:
-        """At start: jobs that were live when the node stopped cannot be resumed."""
-        live = [r for r in self.list() if r.state in ("starting", "running")
-                or (r.role == "orchestrator" and not r.terminal)]
+        """At start: a party that was live when the node stopped died with it. (A job this
+        node orchestrated is picked up again: Orchestrator.resume_interrupted.)"""
+        live = [r for r in self.list(role="party") if r.state in ("starting", "running")]
         for rec in live:
             reason = f"the node stopped while the job was {rec.state}; run it again"
             with self._lock:
@@ -193,43 +202,59 @@ class JobBook:
             self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
         return [r.id for r in live]
 
-    def last_approved_source(self, orchestrator: str, title: str, before: str) -> str | None:
-        """The code of the newest job with this orchestrator and title that the owner
-        approved, other than ``before``: what a new proposal is diffed against."""
+    def last_approved_source(self, orchestrator_id: str, title: str, before: str
+                             ) -> str | None:
+        """The code of the newest job with this orchestrator (by node id) and title that the
+        owner approved, other than ``before``: what a new proposal is diffed against."""
         for rec in self.list(role="party"):
             if (rec.id != before and rec.detail.get("approved")
-                    and rec.proposal["orchestrator"]["name"] == orchestrator
+                    and rec.proposal["orchestrator"].get("node_id") == orchestrator_id
                     and rec.proposal.get("title", "") == title):
                 return rec.detail.get("review", {}).get("source")
         return None
 
     # -- policies: what the owner approves without being asked ----------------------------
-    def add_policy(self, orchestrator: str, kind: str) -> None:
+    # A policy names the orchestrator by node id (its key): a peer cannot earn another's
+    # standing approval by writing that peer's name into a proposal.
+    def add_policy(self, node_id: str, kind: str) -> bool:
+        """True when the policy is new."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO policies VALUES (?,?,?)",
-                             (orchestrator, kind, time.time()))
-        self.events.append(EventKind.POLICY_ADDED, {"orchestrator": orchestrator, "kind": kind})
-
-    def remove_policy(self, orchestrator: str, kind: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM policies WHERE orchestrator=? AND kind=?",
-                                   (orchestrator, kind))
+            cur = self._db.execute("INSERT OR IGNORE INTO standing_approvals VALUES (?,?,?)",
+                                   (node_id, kind, time.time()))
         if cur.rowcount > 0:
-            self.events.append(EventKind.POLICY_REMOVED, {"orchestrator": orchestrator,
-                                                          "kind": kind})
+            self.events.append(EventKind.POLICY_ADDED, {"node_id": node_id, "kind": kind})
+        return cur.rowcount > 0
+
+    def remove_policy(self, node_id: str, kind: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM standing_approvals WHERE node_id=? AND kind=?",
+                                   (node_id, kind))
+        if cur.rowcount > 0:
+            self.events.append(EventKind.POLICY_REMOVED, {"node_id": node_id, "kind": kind})
         return cur.rowcount > 0
 
     def policies(self) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT orchestrator, kind, created_at FROM policies "
+            rows = self._db.execute("SELECT node_id, kind, created_at FROM standing_approvals "
                                     "ORDER BY created_at").fetchall()
-        return [{"orchestrator": o, "kind": k, "created_at": t} for o, k, t in rows]
+        return [{"node_id": o, "kind": k, "created_at": t} for o, k, t in rows]
 
-    def policy_allows(self, orchestrator: str, kind: str) -> bool:
+    def policy_allows(self, node_id: str, kind: str) -> bool:
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM policies WHERE orchestrator=? AND kind=?",
-                                   (orchestrator, kind)).fetchone()
+            row = self._db.execute("SELECT 1 FROM standing_approvals WHERE node_id=? AND kind=?",
+                                   (node_id, kind)).fetchone()
         return row is not None
+
+    def take_name_policies(self) -> list[tuple[str, str]]:
+        """Policies of an older version, keyed by a name: handed over once, then dropped."""
+        with self._lock:
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                      "name='policies'").fetchone()
+            if not exists:
+                return []
+            rows = self._db.execute("SELECT orchestrator, kind FROM policies").fetchall()
+            self._db.execute("DROP TABLE policies")
+        return [(o, k) for o, k in rows]
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, job_id: str, role: str, phase: str, data: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ def mock_model(schema: dict[str, Any], seed: int = 0) -> bytes:
     weight = numpy_helper.from_array(rng.standard_normal((n_out, n_in)).astype(np.float32), "W")
     bias = numpy_helper.from_array(np.zeros(n_out, dtype=np.float32), "B")
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["input", "W", "B"], ["output"], transB=1)], "mock",
+        [helper.make_node("Gemm", ["input", "W", "B"], ["output"], alpha=1.0, beta=1.0,
+                          transB=1)], "mock",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_in])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, n_out])],
         [weight, bias])

@@ -24,6 +24,7 @@ from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
 from node.events import FailureKind, JobState, Role
 from node.jobs import TERMINAL, JobRecord
+from node.rendezvous import redact_rendezvous
 
 logger = logging.getLogger(__name__)
 ORCH = Role.ORCHESTRATOR
@@ -37,13 +38,28 @@ class Orchestrator:
         self.node = node
         self.trust = node.trust
         self._stop: dict[str, asyncio.Event] = {}  # set when the owner cancels a job
+        self._silent: set[str] = set()  # manual peers whose silence was logged already
+
+    def resume_interrupted(self) -> list[str]:
+        """At start: pick up the jobs this node was driving when it stopped. Their parties
+        run on without the orchestrator; it follows them again and collects the results
+        they hold. A job stopped while its proposal or its start was going out is
+        cancelled at every party instead: what each got cannot be known."""
+        resumed = []
+        for job in self.node.jobs.list(role=ORCH):
+            if job.terminal:
+                continue
+            resumed.append(job.id)
+            logger.info("resuming orchestration %s (was %s)", job.id, job.state)
+            self.node.spawn(self._drive(job.id, resume=job.state))
+        return resumed
 
     # -- peer calls ---------------------------------------------------------------------
     async def _call(self, method: str, party: dict[str, Any], path: str, body: Any = None) -> Any:
         """A signed request to a paired node over TLS pinned to its certificate."""
-        url = party["url"] + path
-        data = json.dumps(body).encode() if body is not None else b""
         node_id = party["node_id"]
+        url = self._url_of(party) + path
+        data = json.dumps(body).encode() if body is not None else b""
         session = self.trust.session(node_id, self.trust.pin_of(node_id))
         headers = self.trust.signed_headers(method, url, data, node_id)
         try:
@@ -59,6 +75,16 @@ class Orchestrator:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise NodeUnreachable(f"{party['name']} ({party['url']}) did not answer "
                                   f"({type(exc).__name__})") from None
+
+    def _url_of(self, party: dict[str, Any]) -> str:
+        """Where a party is now: this node's own address, or the address the peer book
+        holds for the key (a paired peer that restarted on another port is followed)."""
+        if party["node_id"] == self.node.node_id:
+            return self.node.peer_url
+        try:
+            return self.trust.peers.get(party["node_id"]).url
+        except ParleyError:
+            return party["url"]
 
     def resolve(self, ref: Any) -> dict[str, str]:
         """A party named by the orchestrator's owner: this node, or a paired peer."""
@@ -119,6 +145,27 @@ class Orchestrator:
         pairs = await asyncio.gather(*(one(t, q) for t, q in wanted.items()))
         return {tag: schema for tag, schema in pairs if schema is not None}
 
+    async def schemas_of_tags(self, source: str, entry: str) -> dict[str, dict[str, Any]]:
+        """For a dry run of one's own file: the catalog schema of each tag the source loads
+        that this node does not hold, as paired peers publish it (one holder answering)."""
+        from node.jail import static
+
+        try:
+            info = await asyncio.to_thread(static.check, source, entry)
+        except static.JailRejected:
+            return {}  # the dry run says why
+        tags = sorted({ld.tag for ld in info.loads if not static.is_dynamic(ld.tag)})
+        tags = [t for t in tags if not await asyncio.to_thread(self.node._holds, t)]
+        if not tags:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for tag in tags:
+            answer = await self.search([tag], 3.0)
+            for match in answer["matches"]:
+                for asset in match["assets"]:
+                    found.setdefault(tag, asset["schema"])
+        return found
+
     async def probe_manual(self) -> None:
         """Ask each manually added address who it is (an unauthenticated hello is not
         needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
@@ -129,10 +176,14 @@ class Orchestrator:
                 session = self.trust.session(None, None, with_cert=False)
                 async with session.get(url) as resp:
                     info = await resp.json(content_type=None)
+                self._silent.discard(address)
                 self.trust.peers.seen(info["node_id"], info["name"], host, int(port), "manual",
                                       int(info.get("catalog_version", 0)))
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
-                logger.info("manual peer %s did not answer", address)
+                if address not in self._silent:
+                    self._silent.add(address)
+                    logger.info("manual peer %s did not answer (said once; it is shown "
+                                "offline, and listed again when it answers)", address)
 
     # -- compose and submit -------------------------------------------------------------
     def compose(self, spec: Any) -> dict[str, Any]:
@@ -142,6 +193,12 @@ class Orchestrator:
         parties = spec.get("parties")
         if not isinstance(parties, list):
             raise ProposalError("parties: expected a list of {name, url} in rank order")
+        resolved = [{**self.resolve(q), "rank": i} for i, q in enumerate(parties)]
+        for i, q in enumerate(resolved):
+            first = next(r for r in resolved if r["node_id"] == q["node_id"])
+            if first["rank"] != i:
+                raise ProposalError(f"{q['name']} is named twice as a party (ranks "
+                                    f"{first['rank']} and {i}); each party plays one rank")
         bindings = spec.get("bindings", [])
         plan = spec.get("plan")
         if plan is not None:
@@ -159,7 +216,7 @@ class Orchestrator:
             "title": spec.get("title", ""),
             "orchestrator": {"name": self.node.name, "url": self.node.peer_url,
                              "node_id": self.node.node_id},
-            "parties": [{**self.resolve(q), "rank": i} for i, q in enumerate(parties)],
+            "parties": resolved,
             "code": code,
             "bindings": bindings,
             "reveal": {"to": spec.get("reveal_to", spec.get("result_to", [0])),
@@ -186,13 +243,16 @@ class Orchestrator:
         if job.terminal:
             return job
         reason = f"cancelled by {self.node.name}: {reason.strip() or 'no reason given'}"
-        if job_id in self._stop:
-            self._stop[job_id].set()
-        await self._cancel_all(job.proposal, reason)
-        try:
-            job = self.node.jobs.transition(job_id, ORCH, "cancelled", reason)
+        try:  # the owner's word is the job's end; the parties are told next
+            job = await asyncio.to_thread(self.node.jobs.transition, job_id, ORCH, "cancelled",
+                                          reason)
         except JobStateError:
-            job = self.node.jobs.get(job_id, ORCH)
+            return self.node.jobs.get(job_id, ORCH)  # it ended meanwhile
+        if job_id in self._stop:
+            self._stop[job_id].set()  # the drive stops and records how each party ended
+        else:
+            self.node.spawn(self._settle(job_id, job.proposal))
+        await self._cancel_all(job.proposal, reason)
         return job
 
     # -- the drive ----------------------------------------------------------------------
@@ -209,7 +269,9 @@ class Orchestrator:
         parties[str(rank)] = {**parties.get(str(rank), {}), **fields}
         self.node.jobs.update(job_id, ORCH, detail={"parties": parties})
 
-    async def _drive(self, job_id: str) -> None:
+    async def _drive(self, job_id: str, resume: str | None = None) -> None:
+        """The orchestration from proposal to result; ``resume`` is the state a job was in
+        when this node stopped, to go on from there."""
         p = self.node.jobs.get(job_id, ORCH).proposal
         limits = proposals.limits(p)
         t0 = time.monotonic()
@@ -217,23 +279,31 @@ class Orchestrator:
         followers: list[asyncio.Task[Any]] = []
         self._stop[job_id] = asyncio.Event()
         try:
-            await self._propose(job_id, p)
-            await self._set(job_id, "awaiting_approval")
+            if resume in (JobState.PROPOSED, JobState.STARTING):
+                raise ParleyError(f"this node stopped while the job was {resume}; what each "
+                                  f"party got is unknown, so it was cancelled: run it again")
+            if resume is None:
+                await self._propose(job_id, p)
+                await self._set(job_id, "awaiting_approval")
             followers = [self.node.spawn(self._follow_party(job_id, q, updates))
                          for q in p["parties"]]
             states: dict[int, dict[str, Any]] = {}
-            if not await self._await_approvals(job_id, p, limits["approval_s"], updates, states):
-                return
-            await self._set(job_id, "approved")
-            phase = {"approved_s": time.monotonic() - t0}
+            phase: dict[str, float] = {}
+            if resume != JobState.RUNNING:
+                if not await self._await_approvals(job_id, p, limits["approval_s"], updates,
+                                                   states):
+                    return
+                await self._set(job_id, "approved")
+                phase["approved_s"] = time.monotonic() - t0
+                await self._set(job_id, "starting")
+                await self._start(job_id, p)
+                await self._set(job_id, "running")
             t1 = time.monotonic()
-            await self._set(job_id, "starting")
-            await self._start(job_id, p)
-            await self._set(job_id, "running")
             cause = await self._watch(job_id, p, limits["time_s"] + 30, updates, states)
             phase["run_s"] = time.monotonic() - t1
-            await asyncio.to_thread(self.node.jobs.update, job_id, ORCH,
-                                    detail={"phases": phase})
+            if resume is None:
+                await asyncio.to_thread(self.node.jobs.update, job_id, ORCH,
+                                        detail={"phases": phase})
             if cause:
                 await self._set(job_id, "failed", cause)
                 return
@@ -246,10 +316,13 @@ class Orchestrator:
                     raise ParleyError(f"the result from {party['name']} is not signed by it")
                 result[str(rank)] = data["value"]
             await asyncio.to_thread(self.node.jobs.update, job_id, ORCH, result=result)
-            await self._set(job_id, "succeeded")
+            await self._set(job_id, "succeeded", "collected after this node restarted"
+                            if resume else "")
         except asyncio.CancelledError:
             raise
         except ParleyError as exc:
+            if self._stop[job_id].is_set():
+                return  # the owner cancelled: cancel() ends the job and tells the parties
             await self._cancel_all(p, f"the orchestrator stopped the job: {exc.message}")
             await self._set(job_id, "failed", exc.message)
         except Exception as exc:  # noqa: BLE001 - a reason for the owner, details in the log
@@ -261,6 +334,34 @@ class Orchestrator:
             for task in followers:
                 task.cancel()
             self._stop.pop(job_id, None)
+            if self.node.jobs.get(job_id, ORCH).terminal:
+                self.node.spawn(self._settle(job_id, p))
+
+    async def _settle(self, job_id: str, p: dict[str, Any], wait_s: float = 30.0) -> None:
+        """Once a job has ended here, record how it ended at each party that was still live
+        in this node's view (a cancel or a failure reaches them a moment later)."""
+        recorded = self.node.jobs.get(job_id, ORCH).detail.get("parties", {})
+
+        async def one(party: dict[str, Any]) -> None:
+            rank = str(party["rank"])
+            if recorded.get(rank, {}).get("state") in TERMINAL:
+                return
+            deadline = time.monotonic() + wait_s
+            state: dict[str, Any] = {"state": "unknown", "reason": "its node did not answer"}
+            while time.monotonic() < deadline:
+                try:
+                    state = await self._call("GET", party, f"/peer/v1/jobs/{job_id}")
+                except NodeUnreachable:
+                    state = {"state": "unknown", "reason": "its node did not answer"}
+                except ParleyError as exc:  # never got the proposal
+                    state = {"state": "cancelled", "reason": exc.message}
+                if state["state"] in TERMINAL:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.to_thread(self._party_detail, job_id, party["rank"],
+                                    state=state["state"], reason=state.get("reason", ""))
+
+        await asyncio.gather(*(one(q) for q in p["parties"]))
 
     async def _propose(self, job_id: str, p: dict[str, Any]) -> None:
         signature = self.trust.sign_proposal(proposals.proposal_hash(p))
@@ -364,7 +465,7 @@ class Orchestrator:
         by_rank = {q["rank"]: q for q in p["parties"]}
         first = await self._call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
         rendezvous = first["rendezvous"]
-        self.node.jobs.update(job_id, ORCH, detail={"rendezvous": rendezvous})
+        self.node.jobs.update(job_id, ORCH, detail={"rendezvous": redact_rendezvous(rendezvous)})
         others = [q for r, q in sorted(by_rank.items()) if r != 0]
         results = await asyncio.gather(*(
             self._call("POST", q, f"/peer/v1/jobs/{job_id}/start",
@@ -438,13 +539,17 @@ def _root_cause(states: dict[int, dict[str, Any]]) -> tuple[int, str]:
     """Which party's end explains the others', from every party's state at first failure.
 
     A crashed party is named by its own node; the survivors' failure kinds say they only lost
-    it (``FailureKind.secondary``). A frozen party says nothing: it is the one still 'running'
-    while the others timed out on it."""
+    it (``FailureKind.secondary``). A party whose node stopped answering is the one that
+    stopped. A frozen party says nothing: it is the one still 'running' while the others
+    timed out on it."""
     failed = {r: s for r, s in states.items()
               if s["state"] in (JobState.FAILED, JobState.CANCELLED)}
     primary = _primary_failure(states)
     if primary is not None:
         return primary
+    gone = sorted(r for r, s in states.items() if s["state"] == "unknown")
+    if gone:
+        return gone[0], "its node stopped answering (it stopped, or lost the network)"
     silent = sorted(r for r, s in states.items() if s["state"] == JobState.RUNNING)
     if silent and any(_failure_kind(s) is FailureKind.PEER_TIMEOUT for s in failed.values()):
         return silent[0], "stopped answering; the other parties timed out waiting for it"

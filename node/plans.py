@@ -44,12 +44,23 @@ def _ref(ref: Any, where: str, parties: int, parts: bool = False) -> dict[str, A
     _need(isinstance(ref.get("tag"), str) and bool(_TAG.match(ref["tag"])), where + ".tag",
           "must be a tag (lowercase letters, digits, - _ . :)")
     _need(_int(ref.get("rank"), 0, parties - 1), where + ".rank", "must be a party's rank")
-    keys = {"tag", "rank", "part"} if parts else {"tag", "rank"}
-    _need(set(ref) <= keys, where, f"unknown key; allowed: {sorted(keys)}")
+    _known(ref, {"tag", "rank", "part"} if parts else {"tag", "rank"}, where)
     if parts:
         _need(ref.get("part", "features") in ("features", "labels"), where + ".part",
               "must be 'features' or 'labels'")
     return ref
+
+
+def _known(obj: dict[str, Any], keys: set[str], where: str) -> None:
+    """Name the first key a plan has that its kind does not know (a typo, usually)."""
+    unknown = sorted(str(k) for k in set(obj) - keys)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        kind = obj.get("kind")
+        what = where or (f"a{'n' if kind == 'inference' else ''} {kind} plan"
+                         if kind in KINDS else "")
+        raise ProposalError(f"plan{' ' + where if where else ''}: unknown key {unknown[0]!r}"
+                            f"{more}; {what or 'it'} takes {', '.join(sorted(keys))}")
 
 
 def validate(plan: Any, parties: int) -> dict[str, Any]:
@@ -58,12 +69,12 @@ def validate(plan: Any, parties: int) -> dict[str, Any]:
     _need(kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
     _need(_int(plan.get("output_to"), 0, parties - 1), "output_to", "must be a party's rank")
     if kind == "inference":
-        _need(set(plan) <= {"kind", "model", "data", "output_to"}, "", "unknown key")
+        _known(plan, {"kind", "model", "data", "output_to"}, "")
         _ref(plan.get("model"), "model", parties)
         _ref(plan.get("data"), "data", parties)
     elif kind == "train":
-        _need(set(plan) <= {"kind", "model", "hidden", "features", "labels", "epochs",
-                            "learning_rate", "output_to"}, "", "unknown key")
+        _known(plan, {"kind", "model", "hidden", "features", "labels", "epochs",
+                      "learning_rate", "output_to"}, "")
         _need(plan.get("model") in ("logistic", "mlp"), "model", "must be 'logistic' or 'mlp'")
         _need(_int(plan.get("hidden", 8), 1, 256), "hidden", "must be 1..256")
         features = plan.get("features")
@@ -77,8 +88,7 @@ def validate(plan: Any, parties: int) -> dict[str, Any]:
         _need(isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 100,
               "learning_rate", "must be a number in (0, 100]")
     else:
-        _need(set(plan) <= {"kind", "data", "stats", "histogram", "output_to"}, "",
-              "unknown key")
+        _known(plan, {"kind", "data", "stats", "histogram", "output_to"}, "")
         data = plan.get("data")
         _need(isinstance(data, list) and 1 <= len(data) <= 16, "data",
               "must list 1 to 16 {tag, rank}")

@@ -75,6 +75,10 @@ def validate(p: Any) -> dict[str, Any]:
               and isinstance(party.get("url"), str) and _int(party.get("rank"))
               and isinstance(party.get("node_id"), str),
               f"parties[{i}]", "needs a name, a url, a node id and an integer rank")
+    ids = [party["node_id"] for party in parties]
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    _need(twice is None, "parties", f"node {twice} is named more than once; each party "
+          f"plays one rank")
     ranks = sorted(party["rank"] for party in parties)
     _need(ranks == list(range(len(parties))), "parties", "ranks must be 0..n-1, each once")
     code = p.get("code")

@@ -20,13 +20,13 @@ from node import proposal as proposals
 from node.jail import static
 
 
-def _recipient(p: dict[str, Any], dst: Any) -> str:
+def _recipient(names: dict[str, Any], dst: Any) -> str:
     if dst is None:
         return "every party"
     if dst == "dynamic":
         return "a rank computed at run time"
-    party = next((q for q in p["parties"] if q["rank"] == dst), None)
-    return f"rank {dst} ({party['name']})" if party else f"rank {dst} (no such party)"
+    name = names["parties"].get(str(dst))
+    return f"rank {dst} ({name})" if name is not None else f"rank {dst} (no such party)"
 
 
 def _total_iterations(loops: list[Any]) -> int | None:
@@ -46,28 +46,35 @@ def _total_iterations(loops: list[Any]) -> int | None:
     return total
 
 
-def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None) -> dict[str, Any]:
-    """Review material for the party of ``rank``; raises JailRejected for refused source."""
+def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
+          names: dict[str, Any], claims: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Review material for the party of ``rank``; raises JailRejected for refused source.
+
+    ``names`` is what this node calls the orchestrator and each rank (from its own peer
+    book); ``claims`` are the names the proposal used instead, shown as warnings."""
     source, entry = proposals.job_code(p)
     info = static.check(source, entry)
-    me = proposals.party_of(p, rank)
+    party_name = lambda r: names["parties"][str(r)]  # noqa: E731
     reads = []
     for b in p["bindings"]:
-        holder = proposals.party_of(p, b["rank"])
-        item = {"tag": b["tag"], "kind": b["kind"], "rank": b["rank"], "holder": holder["name"],
+        item = {"tag": b["tag"], "kind": b["kind"], "rank": b["rank"],
+                "holder": party_name(b["rank"]),
                 "here": b["rank"] == rank}
         if item["here"]:
             asset = store.by_tag(b["tag"])
             item.update(asset_id=asset.id, name=asset.name, schema=asset.schema)
         reads.append(item)
-    reveals = [{"line": r.line, "dst": r.dst, "to": _recipient(p, r.dst), "expr": r.expr_text}
-               for r in info.reveals]
-    orchestrator = p["orchestrator"]["name"]
-    released = [_recipient(p, r) for r in p["reveal"]["result_to"]]
+    reveals = [{"line": r.line, "dst": r.dst, "to": _recipient(names, r.dst),
+                "expr": r.expr_text} for r in info.reveals]
+    orchestrator = names["orchestrator"]
+    released = [_recipient(names, r) for r in p["reveal"]["result_to"]]
     loops = [{"line": lp.line, "kind": lp.kind, "bound": lp.bound, "nesting": lp.nesting}
              for lp in info.loops]
     bound = _total_iterations(info.loops)
-    warnings = list(info.warnings)
+    warnings = [f"the proposal calls {c['field']} "
+                f"'{c['claimed']}', but that key is known here as {c['known_as']}"
+                for c in claims]
+    warnings += list(info.warnings)
     if p["reveal"]["everyone"]:
         warnings.append("the reveal map lets get_plain_text() decrypt to every party")
     if rank in p["reveal"]["result_to"]:
@@ -86,9 +93,11 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None) -
         "entry": entry,
         "source": source,
         "numbered": [f"{i:4d}  {line}" for i, line in enumerate(source.splitlines(), 1)],
-        "this_node": {"rank": rank, "name": me["name"]},
-        "orchestrator": p["orchestrator"],
-        "parties": [{"rank": q["rank"], "name": q["name"]} for q in p["parties"]],
+        "this_node": {"rank": rank, "name": party_name(rank)},
+        "orchestrator": {"name": orchestrator, "node_id": p["orchestrator"]["node_id"],
+                         "url": p["orchestrator"]["url"]},
+        "parties": [{"rank": q["rank"], "name": party_name(q["rank"]),
+                     "node_id": q["node_id"]} for q in p["parties"]],
         "reads": reads,
         "reveals": reveals,
         "released_to_orchestrator": released,
@@ -132,7 +141,8 @@ def render_text(job: dict[str, Any]) -> str:
     for w in r["warnings"]:
         lines.append(f"WARNING: {w}")
     if r["diff_from_last_approved"]:
-        lines += ["changes since the version you last approved:", r["diff_from_last_approved"]]
+        lines += ["changes since the version you last approved:",
+                  *r.get("diff_lines", r["diff_from_last_approved"].splitlines())]
     elif not r["first_version"]:
         lines.append("identical to the version you last approved")
     lines.append("source:")

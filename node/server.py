@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import ctypes
+import gc
 import logging
 import os
 import secrets
 import signal
+import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,175 @@ from node.orchestrator import Orchestrator
 from node.paths import lock_data_dir
 
 logger = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0  # s a peer has to finish its TLS handshake (LAN peers take ms)
+MAX_HANDSHAKES = 128  # connections at once that have not finished theirs (~330 KB each)
+MAX_HANDSHAKES_PER_SOURCE = 16  # of those, from one address
+RECLAIM_AFTER = 64  # unfinished handshakes after which their memory is handed back
+
+
+class _Held(asyncio.Protocol):
+    """A TLS connection's protocol between the end of its handshake and aiohttp's handler
+    taking over: what arrives meanwhile is kept and replayed to the handler."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def eof_received(self) -> None:
+        self.eof = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+    def hand_over(self, handler: asyncio.Protocol, transport: asyncio.Transport) -> None:
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        for chunk in self.chunks:
+            handler.data_received(chunk)
+        if self.eof:
+            handler.eof_received()
+        if self.lost is not None:
+            handler.connection_lost(self.lost[0])
+
+
+class _Gate(asyncio.Protocol):
+    """An accepted TCP connection, before TLS: admitted (or not) by its site."""
+
+    def __init__(self, site: _TlsSite) -> None:
+        self.site = site
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the TLS layer reads from here on
+        self.site.admit(transport)
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        pass
+
+
+class _TlsSite(web.TCPSite):
+    """aiohttp's TCP site with TLS done here, so that connections that never finish their
+    handshake are bounded: each gets ``HANDSHAKE_TIMEOUT`` s, at most ``MAX_HANDSHAKES`` are
+    in one at once (``MAX_HANDSHAKES_PER_SOURCE`` per address), and past that the oldest
+    waiting one is dropped for the newcomer, so a flood cannot keep a real peer out for long.
+
+    asyncio keeps a 256 KB read buffer per TLS connection, and an ended handshake leaves it in
+    reference cycles that only a full garbage collection frees; 3,000 stalled connections
+    held 1 GB after they had closed. After a burst of unfinished handshakes the site collects
+    and hands the freed memory back to the system (``_reclaim``).
+    """
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int,
+                 ssl_context: ssl.SSLContext) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self.tls = ssl_context
+        # connections in their handshake, oldest first: their address and handshake task
+        self.pending: collections.OrderedDict[asyncio.Transport, tuple[str, asyncio.Task[None]]] \
+            = collections.OrderedDict()
+        self.per_source: collections.Counter[str] = collections.Counter()
+        self.unfinished = 0  # handshakes that ended without a connection, since the last reclaim
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reclaiming = False
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Gate(self), self._host, self._port,
+                                                backlog=self._backlog)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for transport in list(self.pending):
+            self._drop(transport)
+        for task in list(self._tasks):
+            task.cancel()
+        await super().stop()
+
+    def admit(self, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if self.per_source[source] >= MAX_HANDSHAKES_PER_SOURCE:
+            self._drop(next(t for t, (s, _) in self.pending.items() if s == source))
+        elif len(self.pending) >= MAX_HANDSHAKES:
+            self._drop(next(iter(self.pending)))
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self.pending[transport] = (source, task)
+        self.per_source[source] += 1
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drop(self, transport: asyncio.Transport) -> None:
+        """End an unfinished handshake. Cancelling its task matters when the task has not
+        started yet: TLS set up on a connection already aborted would wait out its timer."""
+        entry = self._forget(transport)
+        if entry is not None:
+            entry[1].cancel()
+            self._ended_unfinished()
+        transport.abort()
+
+    def _forget(self, transport: asyncio.Transport) -> tuple[str, asyncio.Task[None]] | None:
+        entry = self.pending.pop(transport, None)
+        if entry is not None:
+            self.per_source[entry[0]] -= 1
+            if self.per_source[entry[0]] <= 0:
+                del self.per_source[entry[0]]
+        return entry
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        held = _Held()
+        tls: asyncio.Transport | None = None
+        try:
+            tls = await loop.start_tls(transport, held, self.tls, server_side=True,
+                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except OSError:  # ssl.SSLError and TimeoutError are OSErrors
+            pass
+        finally:
+            if self._forget(transport) is not None and tls is None:
+                self._ended_unfinished()
+        if tls is None:  # timed out, refused by TLS or closed by the peer
+            transport.abort()
+            return
+        server = self._runner.server
+        assert server is not None
+        held.hand_over(server(), tls)
+
+    def _ended_unfinished(self) -> None:
+        self.unfinished += 1
+        if self.unfinished >= RECLAIM_AFTER and not self._reclaiming:
+            self._reclaiming = True
+            asyncio.get_running_loop().call_later(2.0, self._start_reclaim)  # at most every 2 s
+
+    def _start_reclaim(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reclaim())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reclaim(self) -> None:
+        """Free what a burst of unfinished handshakes left behind, and hand it back."""
+        try:
+            count, self.unfinished = self.unfinished, 0
+            started = time.monotonic()
+            found = gc.collect()
+            await asyncio.to_thread(_trim_malloc)
+            logger.info("%d TLS connections ended before their handshake did; freed %d objects "
+                        "in %.0f ms and returned the memory", count, found,
+                        (time.monotonic() - started) * 1000)
+        finally:
+            self._reclaiming = False
+
+
+def _trim_malloc() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class NodeServer:
@@ -48,14 +222,14 @@ class NodeServer:
         self._lock_fd: int | None = None
 
     async def _site(self, app: web.Application, host: str, port: int,
-                    ssl_context: Any = None) -> int:
+                    ssl_context: ssl.SSLContext | None = None) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = (web.TCPSite(runner, host, port) if ssl_context is None
+                else _TlsSite(runner, host, port, ssl_context))
         await site.start()
         self._runners.append(runner)
-        server = site._server  # the bound socket tells the real port when 0 was asked
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return site.port  # the bound port, when 0 was asked
 
     async def start(self) -> None:
         self._lock_fd = lock_data_dir(self.data_dir)
@@ -79,36 +253,57 @@ class NodeServer:
         self.node.write_runtime_file(self.admin_url, self.token)
         self.node.spawn(self._probe_manual_peers())
         self.node.spawn(self._expire_pairings())
+        self.node.spawn(self._flush_audit())
+        self.orchestrator.resume_interrupted()
         logger.info("node %s (%s): peer API %s, admin API %s", self.name, self.node.node_id,
                     self.node.peer_url, self.admin_url)
 
     async def _start_discovery(self, port: int) -> None:
         """Publish this node and follow the others over mDNS (names and addresses only:
-        trust comes from pairing, never from a TXT record)."""
+        trust comes from pairing, never from a TXT record).
+
+        The node announces the addresses it listens on and nothing else: bound to one address
+        (``--host 127.0.0.1``), it runs mDNS on that address alone and announces it; bound to
+        every interface, the interfaces' addresses (or ``--mdns-interface``'s). What a sighting
+        says about a paired peer is only a hint: the peer book keeps its paired name and its
+        known address until the new one is verified over pinned TLS (node/trust.py)."""
         from discovery.browser import Browser
-        from discovery.interfaces import follow_interface_changes, make_zeroconf
+        from discovery.interfaces import (
+            follow_interface_changes,
+            listening_addresses,
+            make_zeroconf,
+        )
         from discovery.publisher import Publisher
 
         assert self.node is not None
         node = self.node
-        self._zeroconf = make_zeroconf(self.mdns_interfaces)
+        listening = listening_addresses(self.host)  # None: every interface
+        if listening == []:
+            logger.warning("not announcing this node over mDNS: --host %s has no IPv4 address "
+                           "(mDNS announces IPv4 only); peers can add it by address",
+                           ascii(self.host))
+            return
+        interfaces = self.mdns_interfaces if self.mdns_interfaces is not None else listening
+        self._zeroconf = make_zeroconf(interfaces)
         self._publisher = Publisher(self._zeroconf, node_id=node.node_id, name=node.name,
                                     port=port, catalog_version=node.store.catalog_version(),
-                                    addresses=self.mdns_interfaces)
+                                    addresses=listening if listening is not None
+                                    else self.mdns_interfaces)
         await self._publisher.start()
 
         async def on_event(event: Any) -> None:
             rec = event.record
             if event.kind == "removed":
-                await asyncio.to_thread(node.trust.peers.offline, rec.node_id)
+                await asyncio.to_thread(node.trust.peers.offline, rec.node_id,
+                                        rec.addresses or (rec.host,), rec.port)
             else:
                 await asyncio.to_thread(node.trust.peers.seen, rec.node_id, rec.name, rec.host,
-                                        rec.port, "mdns", rec.catalog_version)
+                                        rec.port, "mdns", rec.catalog_version, rec.addresses)
 
         self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)
         await self._browser.start()
         node.spawn(self._follow_catalog())
-        if self.mdns_interfaces is None:  # all interfaces: follow them as they come and go
+        if interfaces is None:  # all interfaces: follow them as they come and go
             node.spawn(follow_interface_changes(self._zeroconf, self._publisher, self._browser))
 
     async def _probe_manual_peers(self) -> None:
@@ -124,6 +319,14 @@ class NodeServer:
         while True:
             await asyncio.sleep(2.0)
             await asyncio.to_thread(self.node.trust.expire)
+
+    async def _flush_audit(self) -> None:
+        """Counts of repeated refusals are written when their minute is over, even if nothing
+        else is logged then."""
+        assert self.node is not None
+        while True:
+            await asyncio.sleep(10.0)
+            await asyncio.to_thread(self.node.audit.flush)
 
     async def _follow_catalog(self) -> None:
         """Announce a new catalog version when assets change (peers re-read the catalog)."""

@@ -76,7 +76,13 @@ def test_owner_workflow_through_the_cli(make_node, tmp_path):
                 break
         assert "   2      x = crypten.load('wages', 0)" in shown.stdout
         assert "results released to the orchestrator by ranks: 0" in shown.stdout
-        assert parley("approve", job_id, "--data-dir", data_dir).returncode == 0
+        printed = shown.stdout.split("proposal hash: ")[1].split()[0]
+        refused = parley("approve", job_id, "--data-dir", data_dir)  # no hash, no terminal
+        assert refused.returncode == 1 and f"--hash {printed[:12]}" in refused.stderr
+        wrong = parley("approve", job_id, "--hash", "0123456789ab", "--data-dir", data_dir)
+        assert wrong.returncode == 1 and "hash differs" in wrong.stderr
+        out = parley("approve", job_id, "--hash", printed[:12], "--data-dir", data_dir)
+        assert out.returncode == 0, out.stderr
 
     out = parley("result", job_id, "--wait", "--timeout", str(JOB_TIMEOUT), "--json",
                  "--data-dir", a)
@@ -86,3 +92,48 @@ def test_owner_workflow_through_the_cli(make_node, tmp_path):
 
     out = parley("reject", job_id, "--reason", "too late", "--data-dir", b)
     assert out.returncode == 1 and "succeeded; it cannot become rejected" in out.stderr
+
+
+def test_a_second_asset_under_a_tag_is_warned_about_and_can_be_unpublished(make_node, tmp_path):
+    alice = make_node("alice")
+    a = str(alice.data_dir)
+    csv = tmp_path / "w.csv"
+    csv.write_text("a,b\n1,2\n3,4\n")
+    first = json.loads(parley("publish", str(csv), "--tag", "dup", "--json", "--data-dir",
+                              a).stdout)
+    assert first["warnings"] == []
+    out = parley("publish", str(csv), "--tag", "dup", "--data-dir", a)
+    assert out.returncode == 0
+    assert f"WARNING: the tag 'dup' is also on {first['id']}" in out.stdout
+    assert f"parley unpublish {first['id']}" in out.stdout
+    out = parley("unpublish", first["id"], "--data-dir", a)
+    assert out.returncode == 0 and f"unpublished {first['id']}" in out.stdout
+    assert [x["id"] for x in alice.client.assets()] != [first["id"]]
+    assert len(alice.client.assets(["dup"])) == 1
+    out = parley("unpublish", first["id"], "--data-dir", a)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+
+
+def test_a_file_of_labels_only_publishes_with_label(make_node, tmp_path):
+    """`publish labels.csv --label diagnosis`, as the README writes it, for a file whose one
+    column is the label: a job reads it as labels and as its one feature column."""
+    alice = make_node("alice")
+    a = str(alice.data_dir)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("diagnosis\n1\n0\n1\n1\n")
+    out = parley("publish", str(labels), "--tag", "dx", "--label", "diagnosis", "--json",
+                 "--data-dir", a)
+    assert out.returncode == 0, out.stderr
+    schema = json.loads(out.stdout)["schema"]
+    assert schema["shape"] == [4, 1] and schema["label"]["name"] == "diagnosis"
+    job = tmp_path / "count.py"
+    job.write_text("def run(crypten):\n"
+                   "    y = crypten.load('dx', 0, part='labels')\n"
+                   "    x = crypten.load('dx', 0)\n"
+                   "    return (y.sum() + 10 * x.sum()).get_plain_text(dst=0)\n")
+    out = parley("dry-run", str(job), "--json", "--data-dir", a)
+    answer = json.loads(out.stdout)
+    assert answer["state"] == "succeeded", answer["reason"]
+    from node.wire import decode
+
+    assert float(decode(answer["result"])) == pytest.approx(33.0, abs=1e-3)

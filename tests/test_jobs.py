@@ -207,7 +207,57 @@ def test_node_restarted_mid_job(make_node, tmp_path):
     assert "node stopped while the job was running" in job["reason"]
     done = orch.wait(job_id, timeout=30)
     assert done["state"] == "failed"
+    assert done["reason"].startswith("bob (rank 1)"), done["reason"]
     assert time.monotonic() - started < 30
+
+
+def test_a_killed_node_is_the_one_blamed(make_node, tmp_path):
+    nodes, orch, job_id = _start_long_job(make_node, tmp_path, n=2)
+    nodes[1].kill()  # bob's node and its party die; alice only sees a lost connection
+    done = orch.wait(job_id, timeout=60)
+    assert done["state"] == "failed"
+    assert done["reason"].startswith("bob (rank 1): its node stopped answering"), done["reason"]
+    assert party_states(orch, job_id)["0"]["state"] in ("failed", "cancelled")
+
+
+STEADY_JOB = '''
+def run(crypten):
+    x = crypten.load("nums", 1)
+    y = x
+    for _ in range(400):
+        y = y * x
+    return (y + crypten.load("nums", 0)).get_plain_text(dst=0)
+'''
+
+
+def test_an_orchestrator_that_restarts_collects_the_result(make_node, tmp_path):
+    """carol drives a job between alice and bob and is killed mid-run; the parties finish
+    on their own, and carol, back on the same address, collects the result."""
+    alice, bob, carol = (make_node(n) for n in ("alice", "bob", "carol"))
+    for node, value in ((alice, 2.0), (bob, 1.0)):
+        node.client.publish(write_csv(tmp_path / f"{node.name}.csv",
+                                      np.full((4, 4), value)), tags=["nums"])
+    job = carol.client.submit(spec([alice, bob], STEADY_JOB, [("nums", 0, "dataset"),
+                                                              ("nums", 1, "dataset")]))
+    wait_until(lambda: all(p["state"] == "running"
+                           for p in party_states(carol.client, job["id"]).values()), 60,
+               "both parties to be running")
+    carol.kill()
+    carol.start()
+    done = carol.client.wait(job["id"], timeout=JOB_TIMEOUT)
+    assert done["state"] == "succeeded", done["reason"]
+    assert "collected after this node restarted" in done["reason"]
+    np.testing.assert_allclose(np.asarray(results(done)[0]), np.full((4, 4), 3.0), atol=1e-2)
+    assert {p["state"] for p in party_states(carol.client, job["id"]).values()} == {"succeeded"}
+
+
+def test_after_a_cancel_no_party_is_listed_running(make_node, tmp_path):
+    nodes, orch, job_id = _start_long_job(make_node, tmp_path, n=2)
+    orch.cancel(job_id, "changed my mind")
+    wait_until(lambda: all(p["state"] in ("cancelled", "failed")
+                           for p in party_states(orch, job_id).values()), 20,
+               "every party's end to be recorded")
+    assert orch.orchestration(job_id)["state"] == "cancelled"
 
 
 def test_refusals_are_clear_and_lose_nothing(make_node, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from node.client import results
 from node.core import Node
 from node.errors import ProposalError
+from node.wire import decode
 from tests.conftest import JOB_TIMEOUT, wait_until
 from tests.test_jobs import spec, write_csv
 
@@ -43,7 +45,7 @@ def test_statistics_plan_runs_by_policy_without_a_person(make_node, tmp_path):
     for node in nodes:
         party = node.client.job(job["id"], role="party")
         assert party["detail"]["approved_by"] == ("approved by the owner's policy: statistics "
-                                                  "jobs from alice")
+                                                  f"jobs from alice ({nodes[0].node_id})")
         confinement = party["detail"]["confinement"]  # recorded with the job
         assert confinement["seccomp"] is True and confinement["complete"] is True
     # the policy covers plans of that kind only: source from the same orchestrator waits
@@ -151,6 +153,67 @@ def test_dry_run_from_the_cli(make_node, tmp_path):
                           str(alice.data_dir)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert "refused" in out.stdout and "share" in out.stdout and "Traceback" not in out.stdout
+
+
+README_JOB = """def run(crypten):
+    data = crypten.load("cohort-2025", 1)
+    model = crypten.load_model("risk-model")
+    return model(data).get_plain_text(dst=1)
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_dry_run_makes_mock_data_for_the_tags_it_names(make_node, tmp_path):
+    """The README's job dry-runs on a node that holds none of its tags; a tag a paired peer
+    publishes gets that peer's shape; the time limit is the owner's."""
+    alice, bob = make_node("alice"), make_node("bob")
+    job = tmp_path / "job.py"
+    job.write_text(README_JOB)
+    out = _cli("dry-run", str(job), "--data-dir", str(alice.data_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "mock data for 'cohort-2025' (dataset" in out.stdout
+    assert "mock data for 'risk-model' (model" in out.stdout
+    assert "dry run succeeded" in out.stdout
+
+    bob.client.publish(write_csv(tmp_path / "b.csv", np.ones((3, 5)), "a,b,c,d,e"),
+                       tags=["wide"])
+    wide = tmp_path / "wide.py"
+    wide.write_text("def run(crypten):\n    x = crypten.load('wide', 1)\n"
+                    "    return x.sum(0).get_plain_text(dst=0)\n")
+    out = _cli("dry-run", str(wide), "--json", "--data-dir", str(alice.data_dir))
+    answer = json.loads(out.stdout)
+    assert answer["state"] == "succeeded", answer["reason"]
+    assert answer["mocked"] == [{"tag": "wide", "kind": "dataset",
+                                 "shaped_like": "a paired peer's catalog"}]
+    total = np.asarray(decode(answer["result"])).reshape(-1)
+    assert total.shape == (5,) and not np.allclose(total, 3.0)  # bob's shape, not his values
+
+    slow = tmp_path / "slow.py"
+    slow.write_text("def run(crypten):\n    x = crypten.load('wide', 1)\n"
+                    "    for _ in range(100000):\n        x = x * x\n"
+                    "    return x.get_plain_text(dst=0)\n")
+    out = _cli("dry-run", str(slow), "--time-limit", "3", "--data-dir", str(alice.data_dir))
+    assert out.returncode == 1 and "time limit of 3 s" in out.stdout, out.stdout
+
+
+def test_a_received_proposal_dry_runs_from_the_cli_under_its_own_limits(make_node, tmp_path):
+    alice, bob = make_node("alice", auto_approve=False), make_node("bob", auto_approve=False)
+    bob.client.publish(write_csv(tmp_path / "b.csv", np.ones((3, 4))), tags=["rows"])
+    source = ("def run(crypten):\n    x = crypten.load('rows', 1)\n"
+              "    for _ in range(100000):\n        x = x * x\n"
+              "    return x.get_plain_text(dst=0)\n")
+    job = bob.client.submit({"title": "slow", "source": source,
+                             "parties": [{"name": alice.node_id}, {"name": bob.node_id}],
+                             "bindings": [{"tag": "rows", "rank": 1, "kind": "dataset"}],
+                             "limits": {"time_s": 4}})
+    wait_until(lambda: alice.client.jobs(role="party"), 30, "the proposal at alice")
+    out = _cli("dry-run", job["id"], "--data-dir", str(alice.data_dir))
+    assert out.returncode == 1 and "time limit of 4 s" in out.stdout, out.stdout + out.stderr
+    bob.client.cancel(job["id"])
 
 
 def test_without_os_confinement_only_plans_are_accepted(tmp_path):

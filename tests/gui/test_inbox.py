@@ -122,7 +122,7 @@ def test_always_approve_runs_the_next_proposal_without_asking(make_node, connect
         pass
     assert end["state"] == "succeeded", end
     assert bob.client.job(second["id"], role="party")["detail"]["approved_by"] == \
-        "approved by the owner's policy: source jobs from alice"
+        f"approved by the owner's policy: source jobs from alice ({alice.node_id})"
     qtbot.waitUntil(lambda: ("decided", "job", second["id"]) in inbox.items(), timeout=WAIT_MS)
     assert counts == [] and inbox.pending_count == 0  # the owner was never asked
 
