@@ -24,21 +24,12 @@ from node.client import NodeClient, results
 from node.localnet import LocalNode, party_pids
 from node.rendezvous import RENDEZVOUS_MAGIC
 from tests.conftest import JOB_TIMEOUT, wait_until
+from tests.test_jobs import LONG_JOB
 
 SUM_JOB = '''
 def run(crypten):
     return (crypten.load("nums", 0) + crypten.load("nums", 1)).sum().get_plain_text(dst=0)
 '''
-
-LONG_JOB = '''
-def run(crypten):
-    x = crypten.load("nums", 1)
-    y = x
-    for _ in range(1000000):
-        y = y * x
-    return y.get_plain_text(dst=0)
-'''
-
 
 def listening_sockets(pid: int) -> set[tuple[str, int]]:
     """The (address, port) of every TCP socket ``pid`` holds open in the LISTEN state, read
