@@ -118,7 +118,7 @@ async def peer_catalog(request: web.Request) -> web.Response:
 async def peer_propose(request: web.Request) -> web.Response:
     sender = await sender_of(request)
     job = await request.app[NODE].receive_proposal(await body_json(request), sender)
-    return web.json_response(job.public(), status=201)
+    return web.json_response(job.for_orchestrator(), status=201)
 
 
 async def peer_job(request: web.Request) -> web.Response:
@@ -126,7 +126,7 @@ async def peer_job(request: web.Request) -> web.Response:
     node = request.app[NODE]
     job = node.jobs.get(request.match_info["job"], PARTY)
     node._from_orchestrator(job, sender)
-    return web.json_response(job.public())
+    return web.json_response(job.for_orchestrator())
 
 
 async def peer_start(request: web.Request) -> web.Response:
@@ -142,7 +142,7 @@ async def peer_cancel(request: web.Request) -> web.Response:
     body = await body_json(request)
     reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
     job = await request.app[NODE].cancel_party(request.match_info["job"], reason, sender)
-    return web.json_response(job.public())
+    return web.json_response(job.for_orchestrator())
 
 
 async def peer_result(request: web.Request) -> web.Response:
@@ -414,6 +414,35 @@ async def admin_dry_run(request: web.Request) -> web.Response:
                                                              schemas=schemas))
 
 
+async def admin_check_source(request: web.Request) -> web.Response:
+    """The static check alone, for an editor that marks problems as the owner types."""
+    from node.jail import static
+
+    body = await body_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("source"), str):
+        raise ProposalError("expected {\"source\": \"def run(crypten): ...\", \"entry\": \"run\"}")
+    try:
+        await asyncio.to_thread(static.check, body["source"], str(body.get("entry") or "run"))
+    except static.JailRejected as exc:
+        return web.json_response({"problems": [{"line": exc.line, "col": getattr(exc, "col", 0),
+                                                "rule": exc.rule, "message": exc.detail}]})
+    return web.json_response({"problems": []})
+
+
+async def admin_compose_check(request: web.Request) -> web.Response:
+    """A job spec checked before it is sent: what every party would review, what cannot work,
+    and what it may cost."""
+    return web.json_response(await request.app[ORCHESTRATOR].check(await body_json(request)))
+
+
+async def admin_benchmark(request: web.Request) -> web.Response:
+    """The same computation as a finished job, run here as plain CrypTen and as plaintext."""
+    from node.bench import benchmark_job
+
+    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], ORCH)
+    return web.json_response(await benchmark_job(request.app[ORCHESTRATOR], job))
+
+
 async def admin_peers(request: web.Request) -> web.Response:
     book = request.app[NODE].trust.peers
     return web.json_response({"peers": [p.public(book.name_clash(p)) for p in book.list()]})
@@ -545,6 +574,9 @@ def admin_app(node: Node, orchestrator: Orchestrator, token: str,
         web.post("/admin/v1/policies", admin_add_policy),
         web.delete("/admin/v1/policies", admin_remove_policy),
         web.post("/admin/v1/dry-run", admin_dry_run),
+        web.post("/admin/v1/check-source", admin_check_source),
+        web.post("/admin/v1/compose/check", admin_compose_check),
+        web.post("/admin/v1/orchestrations/{job}/benchmark", admin_benchmark),
         web.get("/admin/v1/peers", admin_peers),
         web.post("/admin/v1/peers", admin_add_peer),
         web.delete("/admin/v1/peers/{peer}", admin_unpair),

@@ -183,3 +183,142 @@ def main(json_out: bool = False, repeat: int = 3) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- a finished job, benchmarked from the app ---------------------------------------------------
+NATIVE_LAYERS = {"static": False, "runtime": False, "os": False}
+
+
+async def benchmark_job(orchestrator: Any, job: Any) -> dict[str, Any]:
+    """A job this node sent, against the same computation as plain CrypTen and as plaintext,
+    on this machine, on mock data shaped like the job's assets (the real data stays with its
+    owners).
+
+    * **Parley**: the job's own run (its phases, as its parties reported them);
+    * **plain CrypTen**: the same code in the same number of party processes on this machine,
+      without the jail's three layers, nodes, approvals or orchestration;
+    * **plaintext**: the plan's computation in numpy (inference, statistics, logistic
+      training); custom code and MLP training have no plaintext twin here.
+    """
+    import asyncio
+
+    from node import proposal as proposals
+    from node.errors import JobStateError
+    from node.mockdata import mock_dataset, mock_model
+    from node.rendezvous import RendezvousServer
+
+    if job.state != "succeeded":
+        raise JobStateError(f"job {job.id} is {job.state}; only a finished job can be "
+                            f"benchmarked")
+    p = job.proposal
+    schemas, problems = await orchestrator.schemas_of(p)
+    if problems:
+        raise JobStateError("cannot shape the mock data: " + "; ".join(problems))
+    parties = job.detail.get("parties", {}).values()
+    phases = ("rendezvous_s", "load_s", "compute_s")
+    parley_phases = {k: max((q.get("timings", {}).get(k, 0.0) for q in parties), default=0.0)
+                     for k in phases}
+    parley_run = {"seconds": job.detail.get("phases", {}).get("run_s"),
+                  "phases": {"start_s": max((q.get("timings", {}).get("imported_at_s", 0.0)
+                                             for q in parties), default=0.0), **parley_phases}}
+
+    # mock data: one seed per binding, the same for both runs
+    data: dict[tuple[str, int], dict[str, bytes]] = {}
+    for seed, b in enumerate(p["bindings"]):
+        schema = schemas[(b["tag"], b["rank"])]
+        data[(b["tag"], b["rank"])] = ({"model": await asyncio.to_thread(mock_model, schema, seed)}
+                                       if b["kind"] == "model" else mock_dataset(schema, seed))
+
+    source, entry = proposals.job_code(p)
+    world = len(p["parties"])
+    server = await RendezvousServer(world).start("127.0.0.1")
+    node = orchestrator.node
+    t0 = time.monotonic()
+    try:
+        runs = []
+        for rank in range(world):
+            assets: dict[str, Any] = {}
+            blobs: list[bytes] = []
+            index: list[dict[str, Any]] = []
+            for b in p["bindings"]:
+                assets.setdefault(b["tag"], {})[str(b["rank"])] = {"rank": b["rank"],
+                                                                   "kind": b["kind"]}
+                if b["rank"] == rank:
+                    for part, blob in data[(b["tag"], b["rank"])].items():
+                        blobs.append(blob)
+                        index.append({"tag": b["tag"], "rank": rank, "part": part,
+                                      "size": len(blob)})
+            spec = {"job_id": f"bench-{job.id}", "rank": rank, "world_size": world,
+                    "rendezvous": server.url, "source": source, "entry": entry,
+                    "assets": assets, "blobs": index, "result_to": [],
+                    "reveal": {"to": list(range(world)), "everyone": True,
+                               "budget": 10**9},
+                    "threads": 1, "gloo_ifname": interface_of("127.0.0.1"),
+                    "precision_bits": p.get("crypten", {}).get("precision_bits", 16),
+                    "timeouts": {"rendezvous": 60, "op": 30},
+                    "limits": {"cpu_s": 3600, "memory_bytes": 8 << 30, "log_bytes": 1 << 20},
+                    "layers": NATIVE_LAYERS}
+            run = await node.launcher.launch(f"bench-{job.id}-{rank}", 1)
+
+            async def ignore(_name: str, _data: dict[str, Any]) -> None:
+                return None
+
+            runs.append(run.supervise(spec, blobs, 600, ignore))
+        outcomes = await asyncio.gather(*runs)
+    finally:
+        await server.close()
+    wall = time.monotonic() - t0
+    failed = [o for o in outcomes if o.state != "succeeded"]
+    if failed:
+        raise JobStateError(f"the plain CrypTen run failed: {failed[0].reason}")
+    native = {"seconds": wall, "phases": {
+        "start_s": max(o.timings.get("imported_at_s", 0.0) for o in outcomes),
+        **{k: max(o.timings.get(k, 0.0) for o in outcomes) for k in phases}}}
+    plain = await asyncio.to_thread(_plaintext_twin, p, data)
+    out = {"job_id": job.id, "parley": parley_run, "crypten": native, "plaintext": plain,
+           "data": "mock data shaped like the job's assets", "overhead": {}}
+    if parley_run["seconds"] and native["seconds"]:
+        out["overhead"]["parley_vs_crypten"] = parley_run["seconds"] / native["seconds"]
+    if plain.get("seconds") and native["phases"]["compute_s"]:
+        out["overhead"]["crypten_vs_plaintext"] = (native["phases"]["compute_s"]
+                                                   / plain["seconds"])
+    return out
+
+
+def _plaintext_twin(p: dict[str, Any], data: dict[tuple[str, int], dict[str, bytes]]
+                    ) -> dict[str, Any]:
+    """The plan's computation in numpy on the same mock data: its compute time, or why not."""
+    import numpy as np
+
+    def array(ref: dict[str, Any], part: str = "features") -> Any:
+        return np.load(io.BytesIO(data[(ref["tag"], ref["rank"])][part]))
+
+    if p["code"]["kind"] != "plan":
+        return {"seconds": None, "why_not": "custom code has no plaintext twin"}
+    plan = p["code"]["plan"]
+    t0 = time.perf_counter()
+    if plan["kind"] == "statistics":
+        rows = np.vstack([array(r) for r in plan["data"]])
+        rows.mean(0), rows.var(0), rows.sum(0)
+        if "histogram" in plan.get("stats", []):
+            np.histogram(rows[:, plan["histogram"]["column"]], plan["histogram"]["edges"])
+    elif plan["kind"] == "inference":
+        from onnx.reference import ReferenceEvaluator
+
+        model = ReferenceEvaluator(data[(plan["model"]["tag"], plan["model"]["rank"])]["model"])
+        x = array(plan["data"])
+        t0 = time.perf_counter()
+        model.run(None, {model.input_names[0]: x.astype(np.float32)})
+    elif plan["model"] == "logistic":
+        x = np.hstack([array(r) for r in plan["features"]])
+        labels = plan["labels"]
+        y = array(labels, "labels" if labels.get("part") == "labels" else "features")
+        y = y.reshape(-1, 1)
+        w, b = np.zeros((x.shape[1], 1)), 0.0
+        for _ in range(plan.get("epochs", 30)):
+            err = 1 / (1 + np.exp(-(x @ w + b))) - y
+            w -= plan.get("learning_rate", 1.0) * x.T @ err / len(x)
+            b -= plan.get("learning_rate", 1.0) * float(err.mean())
+    else:
+        return {"seconds": None, "why_not": "MLP training has no plaintext twin here"}
+    return {"seconds": time.perf_counter() - t0}

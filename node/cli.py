@@ -123,20 +123,34 @@ def cmd_submit(args: argparse.Namespace) -> int:
         text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ParleyError(f"cannot read {args.file}: {exc}") from None
+    saved: dict[str, Any] = {}
     if args.file.endswith(".json"):
         try:
-            code: dict[str, Any] = {"plan": json.loads(text)}
+            loaded = json.loads(text)
         except ValueError as exc:
             raise ParleyError(f"{args.file} is not valid JSON: {exc}") from None
+        if isinstance(loaded, dict) and "parties" in loaded:
+            saved = loaded  # a whole job, as the app's Compose view saves it
+            code: dict[str, Any] = {k: saved[k] for k in ("plan", "source", "entry")
+                                    if k in saved}
+        else:
+            code = {"plan": loaded}
     else:
         code = {"source": text, "entry": args.entry}
+    if not args.party and not saved.get("parties"):
+        raise ParleyError("name the parties in rank order: --party NAME (repeat), or submit a "
+                          "job file that lists them")
+    plan = code.get("plan")
     spec = {
-        "title": args.title or Path(args.file).stem, **code,
-        "parties": [_party(p).spec() for p in args.party],
+        **saved, **code,
+        "title": args.title or saved.get("title") or Path(args.file).stem,
+        "parties": [_party(p).spec() for p in args.party] if args.party else saved["parties"],
         "bindings": [_binding(b, "data") for b in args.data]
-        + [_binding(b, "model") for b in args.model],
-        "result_to": args.result_to or ([plan_output(code["plan"])] if "plan" in code else [0]),
-        "limits": {"time_s": args.time_limit} if args.time_limit else {},
+        + [_binding(b, "model") for b in args.model] if args.data or args.model
+        else saved.get("bindings", []),
+        "result_to": args.result_to or saved.get("result_to") or (
+            [plan_output(plan)] if plan is not None else [0]),
+        "limits": {"time_s": args.time_limit} if args.time_limit else saved.get("limits", {}),
     }
     client = _client(args)
     job = client.submit(spec)
@@ -450,9 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], help="only assets with this tag")
 
     p = add("submit", cmd_submit, "send a job to parties: a Python file with one function, "
-            "or a plan (.json)")
+            "a plan (.json), or a whole job saved by the app (.json with its parties)")
     p.add_argument("file")
-    p.add_argument("--party", action="append", default=[], required=True,
+    p.add_argument("--party", action="append", default=[],
                    help="a party (a paired peer or this node, by name or node id), in rank "
                         "order (repeat)")
     p.add_argument("--data", action="append", default=[], help="TAG@RANK: a dataset binding")

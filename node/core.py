@@ -29,6 +29,7 @@ from node.store import Asset, Store
 from node.trust import Trust
 
 ALL_LAYERS = {"static": True, "runtime": True, "os": True}
+MAX_OUTPUT_LINES = 200  # of a job's print() kept with the job (the party's log has up to 64 kB)
 logger = logging.getLogger(__name__)
 PARTY = Role.PARTY
 
@@ -469,6 +470,17 @@ class Node:
                 dst = data.get("dst")
                 self.audit.append("reveal", job=job_id, to="every party" if dst is None
                                   else f"rank {dst}", elements=int(data.get("elements", 0)))
+            if name == "progress":  # rounds and bytes so far, about once a second
+                self.jobs.update(job_id, PARTY, detail={"progress": {
+                    "phase": "computing", "rounds": int(data.get("rounds", 0)),
+                    "bytes": int(data.get("bytes", 0)),
+                    "elapsed_s": float(data.get("elapsed_s", 0))}})
+                return  # the detail update is the event
+            if name == "output":  # the job's print(), kept here: it never leaves this node
+                lines = self.jobs.get(job_id, PARTY).detail.get("output", [])
+                self.jobs.update(job_id, PARTY, detail={
+                    "output": (lines + [str(data.get("line", ""))])[-MAX_OUTPUT_LINES:]})
+                return
             self.jobs.add_event(job_id, PARTY, name, {"rank": spec["rank"], **data})
 
         async def on_event(name: str, data: dict[str, Any]) -> None:
@@ -578,7 +590,9 @@ class Node:
                            None)
         return {"state": outcome.state, "reason": outcome.reason, "kind": outcome.kind,
                 "result": outcome.result, "confinement": confinement,
-                "timings": outcome.timings, "stats": outcome.stats}
+                "timings": outcome.timings, "stats": outcome.stats,
+                "output": [str(e.get("line", "")) for e in events
+                           if e["event"] == "output"][-MAX_OUTPUT_LINES:]}
 
     async def dry_run_proposal(self, job_id: str, schemas_elsewhere: dict[str, dict[str, Any]]
                                ) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from node.events import EventKind, EventLog, JobState
 from node.proposal import code_kind
 
 S = JobState
+OWNER_ONLY = frozenset({"output", "review", "names", "signature"})
 TERMINAL = frozenset({S.REJECTED, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.PROPOSED: frozenset({S.AWAITING_APPROVAL, S.APPROVED, S.REJECTED, S.CANCELLED, S.FAILED}),
@@ -82,6 +83,13 @@ class JobRecord:
         if names:
             return str(names["orchestrator"])
         return str(self.proposal.get("orchestrator", {}).get("name", ""))
+
+    def for_orchestrator(self) -> dict[str, Any]:
+        """A party job as its orchestrator may see it: state, timings, stats, progress; never
+        what stays with this owner (the job's printed output, the review, names)."""
+        out = self.public()
+        out["detail"] = {k: v for k, v in out["detail"].items() if k not in OWNER_ONLY}
+        return out
 
     def public(self, with_result: bool = False) -> dict[str, Any]:
         """The job for the admin API; a list leaves out the review (it carries the source)."""

@@ -23,6 +23,7 @@ from node import proposal as proposals
 from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
 from node.events import FailureKind, JobState, Role
+from node.jail import static
 from node.jobs import TERMINAL, JobRecord
 from node.rendezvous import redact_rendezvous
 
@@ -148,8 +149,6 @@ class Orchestrator:
     async def schemas_of_tags(self, source: str, entry: str) -> dict[str, dict[str, Any]]:
         """For a dry run of one's own file: the catalog schema of each tag the source loads
         that this node does not hold, as paired peers publish it (one holder answering)."""
-        from node.jail import static
-
         try:
             info = await asyncio.to_thread(static.check, source, entry)
         except static.JailRejected:
@@ -228,6 +227,104 @@ class Orchestrator:
         if "crypten" in spec:
             p["crypten"] = spec["crypten"]
         return proposals.validate(p)
+
+    async def check(self, spec: Any) -> dict[str, Any]:
+        """What the app shows before sending: the code every party will review, every reason
+        the job cannot work (checked against the parties' catalogs), and a cost estimate."""
+        try:
+            p = self.compose(spec)
+        except ParleyError as exc:
+            return {"ok": False, "problems": [exc.message], "source": "", "entry": "",
+                    "parties": [], "estimate": _no_estimate()}
+        source, entry = proposals.job_code(p)
+        problems = []
+        try:
+            info = await asyncio.to_thread(static.check, source, entry)
+        except static.JailRejected as exc:
+            problems.append(f"the static check refuses the code: {exc.message}")
+        else:
+            allowed = set(p["reveal"]["to"])
+            for r in info.reveals:
+                if r.dst is None and not p["reveal"]["everyone"]:
+                    problems.append(f"line {r.line} decrypts to every party, which the job's "
+                                    f"reveal map does not allow")
+                elif isinstance(r.dst, int) and r.dst not in allowed:
+                    problems.append(f"line {r.line} reveals to rank {r.dst}, which the job's "
+                                    f"reveal map does not allow")
+        if not p["reveal"]["result_to"]:
+            problems.append("no result comes back to anyone: choose who receives it")
+        problems += await self._catalog_problems(p)
+        return {"ok": not problems, "problems": problems, "source": source, "entry": entry,
+                "parties": [{"rank": q["rank"], "name": q["name"], "node_id": q["node_id"]}
+                            for q in p["parties"]],
+                "estimate": await asyncio.to_thread(self._estimate, p)}
+
+    async def _catalog_problems(self, p: dict[str, Any]) -> list[str]:
+        """Each binding against its holder's catalog, and the shapes against each other."""
+        found, problems = await self.schemas_of(p)
+        if p["code"]["kind"] == "plan" and len(found) == len(p["bindings"]):
+            problems += _shape_problems(p["code"]["plan"], found,
+                                        {q["rank"]: q["name"] for q in p["parties"]})
+        return problems
+
+    async def schemas_of(self, p: dict[str, Any]
+                         ) -> tuple[dict[tuple[str, int], dict[str, Any]], list[str]]:
+        """The catalog schema of every binding of ``p``, (tag, rank) -> schema, from its
+        holder (this node's store, or the peer's catalog); and what is wrong: a holder that
+        lacks the asset, holds it twice, holds another kind, or does not answer."""
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        problems: list[str] = []
+
+        async def one(b: dict[str, Any]) -> None:
+            party = proposals.party_of(p, b["rank"])
+            try:
+                if party["node_id"] == self.node.node_id:
+                    assets = [a.public() for a in await asyncio.to_thread(
+                        self.node.store.list, [b["tag"]])]
+                else:
+                    answer = await asyncio.wait_for(self._call(
+                        "GET", party, f"/peer/v1/catalog?tag={quote(b['tag'])}"), 10)
+                    assets = answer.get("assets", [])
+            except (ParleyError, asyncio.TimeoutError) as exc:
+                problems.append(f"{party['name']} did not answer for '{b['tag']}': "
+                                f"{getattr(exc, 'message', 'timed out')}")
+                return
+            if not assets:
+                problems.append(f"{party['name']} holds no asset tagged '{b['tag']}'")
+            elif len(assets) > 1:
+                problems.append(f"{party['name']} has {len(assets)} assets tagged "
+                                f"'{b['tag']}'; a job needs exactly one")
+            elif assets[0]["kind"] != b["kind"]:
+                problems.append(f"'{b['tag']}' at {party['name']} is a {assets[0]['kind']}, "
+                                f"not a {b['kind']}")
+            else:
+                found[(b["tag"], b["rank"])] = assets[0]["schema"]
+
+        await asyncio.gather(*(one(b) for b in p["bindings"]))
+        return found, problems
+
+    def _estimate(self, p: dict[str, Any]) -> dict[str, Any]:
+        """From past runs of the same plan kind (or code) this node sent, else a rough guess."""
+        kind = proposals.code_kind(p)
+        same = [j for j in self.node.jobs.list(role=ORCH, states=[JobState.SUCCEEDED])
+                if proposals.code_kind(j.proposal) == kind
+                and (kind != "source" or j.proposal["title"] == p["title"])][:10]
+        runs = []
+        for j in same:
+            parties = j.detail.get("parties", {}).values()
+            runs.append((j.detail.get("phases", {}).get("run_s"),
+                         max((q.get("stats", {}).get("rounds", 0) for q in parties), default=0),
+                         sum(q.get("stats", {}).get("bytes", 0) for q in parties)))
+        runs = [r for r in runs if r[0] is not None]
+        if runs:
+            n = len(runs)
+            return {"seconds": sum(r[0] for r in runs) / n, "rounds": round(sum(r[1] for r in
+                    runs) / n), "bytes": round(sum(r[2] for r in runs) / n),
+                    "basis": f"the mean of the last {n} {kind} job(s) this node sent"}
+        return {**_no_estimate(), "seconds": 5.0 + (0.4 * p["code"]["plan"].get("epochs", 30)
+                                                    if kind == "train" else 0.0),
+                "basis": "a rough guess (no past run of this kind yet): about 5 s to start "
+                         "the parties, plus the computation"}
 
     async def submit(self, spec: Any) -> JobRecord:
         p = self.compose(spec)
@@ -431,6 +528,8 @@ class Orchestrator:
         if state.get("detail", {}).get("timings"):
             fields["timings"] = state["detail"]["timings"]
             fields["stats"] = state["detail"].get("stats", {})
+        if state.get("detail", {}).get("progress"):
+            fields["progress"] = state["detail"]["progress"]
         if any(old.get(k) != v for k, v in fields.items()):
             await asyncio.to_thread(self._party_detail, job_id, rank, **fields)
         return True
@@ -517,6 +616,46 @@ class Orchestrator:
                 pass  # unknown job there, or unreachable: nothing more we can do from here
 
         await asyncio.gather(*(one(q) for q in p["parties"] if q["rank"] not in skip))
+
+
+def _no_estimate() -> dict[str, Any]:
+    return {"seconds": None, "rounds": None, "bytes": None, "basis": "not known"}
+
+
+def _width(schema: dict[str, Any], key: str) -> int | None:
+    shape = (schema.get(key) or [{}])[0].get("shape") or []
+    return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def _shape_problems(plan: dict[str, Any], schemas: dict[tuple[str, int], dict[str, Any]],
+                    names: dict[int, str]) -> list[str]:
+    """What cannot fit together in a plan, from the catalog schemas of its assets."""
+    def schema(ref: dict[str, Any]) -> dict[str, Any]:
+        return schemas[(ref["tag"], ref["rank"])]
+
+    def at(ref: dict[str, Any]) -> str:
+        return f"'{ref['tag']}' at {names[ref['rank']]}"
+
+    problems = []
+    if plan["kind"] == "inference":
+        width, cols = _width(schema(plan["model"]), "inputs"), schema(plan["data"])["shape"][-1]
+        if width is not None and width != cols:
+            problems.append(f"the model {at(plan['model'])} takes {width} inputs, but "
+                            f"{at(plan['data'])} has {cols} columns")
+    elif plan["kind"] == "train":
+        refs = plan["features"] + [plan["labels"]]
+        rows = {at(r): schema(r)["shape"][0] for r in refs}
+        if len(set(rows.values())) > 1:
+            problems.append("the parties' rows differ (" + ", ".join(
+                f"{k}: {v}" for k, v in rows.items()) + "); feature aggregation needs the same "
+                "rows, in the same order, at every party")
+    else:
+        cols = {at(r): schema(r)["shape"][-1] for r in plan["data"]}
+        if len(set(cols.values())) > 1:
+            problems.append("the parties' columns differ (" + ", ".join(
+                f"{k}: {v}" for k, v in cols.items()) + "); statistics over rows need the same "
+                "columns at every party")
+    return problems
 
 
 def _failure_kind(state: dict[str, Any]) -> FailureKind | None:

@@ -45,9 +45,29 @@ os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 
+_emit_lock = threading.Lock()
+
+
 def emit(event: str, **fields: Any) -> None:
-    _channel.write(json.dumps({"event": event, "t": time.perf_counter() - _T0, **fields}) + "\n")
-    _channel.flush()
+    line = json.dumps({"event": event, "t": time.perf_counter() - _T0, **fields}) + "\n"
+    with _emit_lock:  # the progress thread emits too
+        _channel.write(line)
+        _channel.flush()
+
+
+def _report_progress(comm: Any, running: threading.Event, every_s: float = 1.0) -> None:
+    """Started before lockdown; once the job runs, its rounds and bytes so far, every
+    ``every_s`` (the communicator's counters: reading them is safe from another thread)."""
+    def loop() -> None:
+        running.wait()
+        started = time.perf_counter()
+        while True:
+            time.sleep(every_s)
+            stats = comm.get_communication_stats()
+            emit("progress", rounds=int(stats["rounds"]), bytes=int(stats["bytes"]),
+                 elapsed_s=round(time.perf_counter() - started, 2))
+
+    threading.Thread(target=loop, name="parley-progress", daemon=True).start()
 
 
 def _die_with_parent() -> None:
@@ -194,7 +214,9 @@ def run(spec: dict[str, Any]) -> int:
     reveal.install()
     runtime.hide_shares()
     facade = runtime.crypten_facade(api.load, api.load_model)
-    print_fn = runtime.BoundedPrint()
+    print_fn = runtime.BoundedPrint(on_line=lambda line: emit("output", line=line[:1000]))
+    running = threading.Event()
+    _report_progress(comm, running)
     if layers["runtime"]:
         job = runtime.compile_job(source, entry, facade, print_fn)
     else:  # test builds only: each layer must hold on its own
@@ -203,6 +225,7 @@ def run(spec: dict[str, Any]) -> int:
     emit("locked", confinement=confinement, setup_s=time.perf_counter() - t)
     comm.reset_communication_stats()
     emit("running")
+    running.set()
 
     t = time.perf_counter()
     value = job()

@@ -170,9 +170,11 @@ def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any]) -> 
 class BoundedPrint:
     """``print`` for jobs: to the party's log, at most ``max_bytes``, crypten values hidden."""
 
-    def __init__(self, max_bytes: int = 64_000) -> None:
+    def __init__(self, max_bytes: int = 64_000,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.left = max_bytes
         self.dropped = False
+        self.on_line = on_line  # the party also tells its own node (the job's output lines)
 
     def __call__(self, *args: Any) -> None:
         text = " ".join(str(a) for a in args) + "\n"
@@ -180,9 +182,14 @@ class BoundedPrint:
             if not self.dropped:
                 sys.stderr.write("[job output truncated: log cap reached]\n")
                 self.dropped = True
+                if self.on_line is not None:
+                    self.on_line("[job output truncated: 64 kB cap reached]")
             return
         self.left -= len(text)
         sys.stderr.write(text)
+        if self.on_line is not None:
+            for line in text.rstrip("\n").split("\n"):
+                self.on_line(line)
 
 
 def _safe_builtins(print_fn: Callable[..., None]) -> dict[str, Any]:
