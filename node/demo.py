@@ -134,16 +134,11 @@ def approve_all(owners: list[LocalNode], job_id: str, timeout: float = 60) -> No
               f"and approved")
 
 
-def run_phase(title: str, fn: Callable[..., Any], orchestrator: NodeClient,
-              parties: list[LocalNode], bindings: list[tuple[str, int, str]],
-              result_to: int, precision_bits: int | None = None
-              ) -> tuple[Any, float, dict[str, Any]]:
+def run_phase(title: str, spec: dict[str, Any], orchestrator: NodeClient,
+              parties: list[LocalNode], result_to: int) -> tuple[Any, float, dict[str, Any]]:
     print(f"\n== {title}")
-    job_fn = run_multiworkers([p.party for p in parties], client=orchestrator,
-                              bindings=bindings, result_to=[result_to], title=title,
-                              precision_bits=precision_bits)(fn)
     t0 = time.monotonic()
-    job = orchestrator.submit(job_fn.spec)
+    job = orchestrator.submit(spec)
     approve_all(parties, job["id"])
     done = orchestrator.wait(job["id"], timeout=600)
     wall = time.monotonic() - t0
@@ -163,44 +158,84 @@ def party_line(done: dict[str, Any]) -> str:
     return "\n    ".join(parts)
 
 
+PUBLISHED = {
+    "alice": [("alice_model.onnx", ["bc-model"], None),
+              ("alice_features.csv", ["bc-features-a"], None),
+              ("rows_alice.csv", ["bc-rows"], "diagnosis")],
+    "bob": [("bob_inference.csv", ["bc-inference"], None),
+            ("bob_features.csv", ["bc-features-b"], None),
+            ("rows_bob.csv", ["bc-rows"], "diagnosis")],
+    "carol": [("carol_labels.csv", ["bc-labels"], None),
+              ("rows_carol.csv", ["bc-rows"], "diagnosis")],
+}
+
+
+def start_nodes(base: Path, say: Callable[[str], None] = print) -> list[LocalNode]:
+    """alice, bob and carol on the loopback, paired with each other, their files published
+    (the headless demo and the windows of gui/demo_windows.py start the same)."""
+    nodes = [LocalNode(name, base / name) for name in ("alice", "bob", "carol")]
+    alice, bob, carol = nodes
+    t0 = time.monotonic()
+    try:
+        for node in nodes:
+            node.start()
+        say(f"three nodes up on the loopback in {time.monotonic() - t0:.1f}s: "
+            + ", ".join(f"{n.name} {n.peer_url}" for n in nodes))
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            a.pair_with(b)
+        say("  paired alice-bob, alice-carol, bob-carol (both owners compared the 6-digit "
+            "code and confirmed; TLS pinned, requests signed)")
+        for node in nodes:
+            files = PUBLISHED[node.name]
+            for filename, tags, label in files:
+                node.client.publish(resource(filename), tags=tags, label_column=label)
+            say(f"  {node.name} published " + ", ".join(f for f, _, _ in files))
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def job_specs(alice: LocalNode, bob: LocalNode, carol: LocalNode
+              ) -> list[tuple[str, dict[str, Any], int]]:
+    """The demo's three jobs as (title, the spec carol submits, the rank that gets the
+    result): the same specs `parley submit` and the app's Compose view take."""
+    def spec(title: str, fn: Callable[..., Any], parties: list[LocalNode],
+             bindings: list[tuple[str, int, str]], result_to: int,
+             precision_bits: int | None = None) -> tuple[str, dict[str, Any], int]:
+        job = run_multiworkers([p.party for p in parties], client=carol.client,
+                               bindings=bindings, result_to=[result_to], title=title,
+                               precision_bits=precision_bits)(fn)
+        return title, job.spec, result_to
+
+    return [
+        spec("1. encrypted inference: alice's model on bob's data (carol orchestrates)",
+             encrypted_inference, [alice, bob],
+             [("bc-model", 0, "model"), ("bc-inference", 1, "dataset")], 1,
+             INFERENCE_PRECISION_BITS),
+        spec("2. logistic regression: features at alice and bob, labels at carol",
+             train_logistic_regression, [alice, bob, carol],
+             [("bc-features-a", 0, "dataset"), ("bc-features-b", 1, "dataset"),
+              ("bc-labels", 2, "dataset")], 2),
+        spec("3. statistics over rows split across alice, bob and carol",
+             row_statistics, [alice, bob, carol],
+             [("bc-rows", r, "dataset") for r in range(3)], 0),
+    ]
+
+
 def main(keep: bool = False) -> int:
     t_all = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="parley-demo-"))
-    nodes = [LocalNode(name, base / name) for name in ("alice", "bob", "carol")]
+    nodes = start_nodes(base)
     alice, bob, carol = nodes
     failures = 0
     try:
-        t0 = time.monotonic()
-        for node in nodes:
-            node.start()
-        print(f"three nodes up on the loopback in {time.monotonic() - t0:.1f}s: "
-              + ", ".join(f"{n.name} {n.peer_url}" for n in nodes))
-        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
-            a.pair_with(b)
-        print("  paired alice-bob, alice-carol, bob-carol (both owners compared the 6-digit "
-              "code and confirmed; TLS pinned, requests signed)")
-        publish = {
-            alice: [("alice_model.onnx", ["bc-model"], None),
-                    ("alice_features.csv", ["bc-features-a"], None),
-                    ("rows_alice.csv", ["bc-rows"], "diagnosis")],
-            bob: [("bob_inference.csv", ["bc-inference"], None),
-                  ("bob_features.csv", ["bc-features-b"], None),
-                  ("rows_bob.csv", ["bc-rows"], "diagnosis")],
-            carol: [("carol_labels.csv", ["bc-labels"], None),
-                    ("rows_carol.csv", ["bc-rows"], "diagnosis")],
-        }
-        for node, files in publish.items():
-            for filename, tags, label in files:
-                node.client.publish(resource(filename), tags=tags, label_column=label)
-            print(f"  {node.name} published " + ", ".join(f for f, _, _ in files))
         orchestrator = carol.client
         assert orchestrator is not None
+        specs = job_specs(alice, bob, carol)
 
-        value, wall, done = run_phase(
-            "1. encrypted inference: alice's model on bob's data (carol orchestrates)",
-            encrypted_inference, orchestrator, [alice, bob],
-            [("bc-model", 0, "model"), ("bc-inference", 1, "dataset")], result_to=1,
-            precision_bits=INFERENCE_PRECISION_BITS)
+        value, wall, done = run_phase(specs[0][0], specs[0][1], orchestrator, [alice, bob], 1)
         plain = plain_inference()
         err = float(np.abs(np.asarray(value) - plain).max())
         agree = float((np.asarray(value).argmax(1) == plain.argmax(1)).mean())
@@ -208,11 +243,8 @@ def main(keep: bool = False) -> int:
               f"{agree:.1%}; wall {wall:.1f}s\n    {party_line(done)}")
         failures += err >= 1e-2
 
-        value, wall, done = run_phase(
-            "2. logistic regression: features at alice and bob, labels at carol",
-            train_logistic_regression, orchestrator, [alice, bob, carol],
-            [("bc-features-a", 0, "dataset"), ("bc-features-b", 1, "dataset"),
-             ("bc-labels", 2, "dataset")], result_to=2)
+        value, wall, done = run_phase(specs[1][0], specs[1][1], orchestrator,
+                                      [alice, bob, carol], 2)
         acc = float(np.asarray(value["accuracy"]))
         plain_acc = plain_logistic_regression()
         print(f"    training accuracy: encrypted {acc:.1%}, plaintext {plain_acc:.1%} "
@@ -220,10 +252,8 @@ def main(keep: bool = False) -> int:
               f"    {party_line(done)}")
         failures += abs(acc - plain_acc) > 0.02
 
-        value, wall, done = run_phase(
-            "3. statistics over rows split across alice, bob and carol",
-            row_statistics, orchestrator, [alice, bob, carol],
-            [("bc-rows", r, "dataset") for r in range(3)], result_to=0)
+        value, wall, done = run_phase(specs[2][0], specs[2][1], orchestrator,
+                                      [alice, bob, carol], 0)
         truth = plain_statistics()
         mean_err = float(np.abs(np.asarray(value["mean"]) - truth["mean"]).max())
         var_err = np.abs(np.asarray(value["variance"]) - truth["variance"])
