@@ -409,6 +409,14 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """With a display, the demo you can watch (gui/demo_windows.py, exec'd: node/ never
+    imports the GUI); without one, or with --headless, the same jobs in the terminal."""
+    import os
+
+    if not args.headless and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        argv = [sys.executable, "-m", "gui.demo_windows"] + (
+            ["--interactive"] if args.interactive else []) + (["--keep"] if args.keep else [])
+        os.execv(sys.executable, argv)
     from node.demo import main as demo_main
 
     return demo_main(keep=args.keep)
@@ -553,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "three local nodes compute on data none of them shares",
             json_out=False)
     p.add_argument("--keep", action="store_true", help="keep the nodes' data dirs")
+    p.add_argument("--headless", action="store_true", help="no windows, even with a display")
+    p.add_argument("--interactive", action="store_true", help="with windows: approve in "
+                   "alice's and bob's windows yourself")
 
     p = add("bench", cmd_bench, "time a job's fixed costs against plain CrypTen")
     p.add_argument("--repeat", type=int, default=3)
