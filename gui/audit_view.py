@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from gui.client import NodeConnection
 from gui.debounce import debounced
 from gui.style import ERROR
+from node.display import safe
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ KNOWN_KINDS = ["proposal", "decision", "run", "reveal", "result", "pairing", "re
 
 
 def _item(text: str, tip: str = "") -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
+    """A read-only cell; text from peers shows its control characters as escapes."""
+    item = QTableWidgetItem(safe(text))
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
     if tip:
         item.setToolTip(tip)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
+import shiboken6
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from node.errors import NodeUnreachable, ParleyError, error_from_problem
@@ -62,12 +63,20 @@ class Reply(QObject):
         self._connection = connection
 
     def then(self, on_ok: Callable[[Any], None] | None = None,
-             on_error: Callable[[ParleyError], None] | None = None) -> Reply:
+             on_error: Callable[[ParleyError], None] | None = None,
+             owner: QObject | None = None) -> Reply:
         """Where the answer goes; a failure without ``on_error`` goes to the connection's
-        ``sig_error_raised`` (the window shows it), so none is lost."""
+        ``sig_error_raised`` (the window shows it), so none is lost. With ``owner`` (the view
+        the callbacks belong to), an answer that arrives after that view was deleted is
+        dropped: a lambda, unlike a bound slot, is not disconnected when its view goes."""
+        def guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+            if owner is None:
+                return callback
+            return lambda value: callback(value) if shiboken6.isValid(owner) else None
+
         if on_ok is not None:
-            self.sig_finished.connect(on_ok)
-        self.sig_failed.connect(on_error if on_error is not None
+            self.sig_finished.connect(guarded(on_ok))
+        self.sig_failed.connect(guarded(on_error) if on_error is not None
                                 else self._connection.sig_error_raised.emit)
         return self
 

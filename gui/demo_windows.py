@@ -61,29 +61,32 @@ class DemoConductor(QObject):
             return
         title, spec, _result_to = self.specs[len(self.ended)]
         carol = self.windows["carol"]
-        compose = carol.views.get("compose")
-        if compose is not None and hasattr(compose, "load_spec"):
-            carol.show_view("compose")
-            compose.load_spec(spec)
-            compose.sig_job_submitted.connect(self._on_submitted)
-            QTimer.singleShot(self.pause_ms, compose.send)
-        else:
-            carol.conn.post("/orchestrations", spec).then(self._on_submitted, print)
+        compose = carol.views["compose"]
+        carol.show_view("compose")
+        compose.load_spec(spec)
+        compose.sig_job_submitted.connect(self._on_submitted)
         print(f"== {title}", flush=True)
+        QTimer.singleShot(self.pause_ms, lambda: self._send_when_ready(0))
+
+    def _send_when_ready(self, tries: int) -> None:
+        """Send once carol's node has checked the job (the button says when)."""
+        compose = self.windows["carol"].views["compose"]
+        if compose.send_button.isEnabled():
+            compose.send_button.click()
+        elif tries < 600:
+            QTimer.singleShot(100, lambda: self._send_when_ready(tries + 1))
+        else:
+            print(f"demo: carol's Compose view never allowed sending: "
+                  f"{compose.send_button.toolTip()}", flush=True)
+            QApplication.instance().quit()
 
     def _on_submitted(self, job: dict[str, Any]) -> None:
-        compose = self.windows["carol"].views.get("compose")
-        if compose is not None and hasattr(compose, "sig_job_submitted"):
-            try:
-                compose.sig_job_submitted.disconnect(self._on_submitted)
-            except (RuntimeError, TypeError):
-                pass
-        self.current = str(job.get("id"))
-        jobs = self.windows["carol"].views.get("jobs")
-        if jobs is not None:
-            self.windows["carol"].show_view("jobs")
-            if hasattr(jobs, "show_job"):
-                jobs.show_job(self.current)
+        compose = self.windows["carol"].views["compose"]
+        try:
+            compose.sig_job_submitted.disconnect(self._on_submitted)
+        except (RuntimeError, TypeError):
+            pass
+        self.current = str(job.get("id"))  # the window shows it in Jobs (MainWindow)
 
     def _on_event(self, owner: str, event: dict[str, Any]) -> None:
         kind, data = event.get("kind"), event.get("data") or {}
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         conductor = DemoConductor(nodes, windows, args.pause, args.interactive)
         conductor.exit_when_done = args.exit
         conductor.start()
+        if args.exit:  # unattended: never wait forever on a window
+            QTimer.singleShot(int(600_000), lambda: (print("demo: gave up after 10 minutes",
+                                                           flush=True), app.quit()))
         app.exec()
         failed = [e for e in conductor.ended if e["state"] != "succeeded"]
         print(f"demo: {len(conductor.ended)} job(s) ended, {len(failed)} not succeeded",

@@ -36,6 +36,7 @@ from gui.identicon import identicon_icon
 from gui.pairing_dialog import PairingDialog, format_code
 from gui.review_dialog import KIND_WORDS, ReviewDialog
 from gui.style import ERROR, OK, WARNING
+from node.display import safe
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -242,14 +243,14 @@ class InboxView(QWidget):
         node_id = node_id or self.peer_ids.get(name, "")
         kind = kind_of(job)
         state = str(job.get("state", ""))
-        title = str(job.get("title") or "") or f"job {job.get('id')}"
-        item = QTreeWidgetItem(group, [title, name, KIND_WORDS.get(kind, kind),
+        title = safe(job.get("title") or "") or f"job {job.get('id')}"
+        item = QTreeWidgetItem(group, [title, safe(name), KIND_WORDS.get(kind, kind),
                                        STATE_WORDS.get(state, state),
                                        _when(job.get("created_at"))])
         item.setData(0, ITEM_ROLE, ("job", str(job.get("id"))))
         item.setToolTip(0, f"job {job.get('id')}")
         if job.get("reason"):
-            item.setToolTip(3, str(job["reason"]))
+            item.setToolTip(3, safe(job["reason"]))
         if node_id:
             item.setIcon(1, identicon_icon(node_id))
         if state in STATE_COLOURS:
@@ -264,7 +265,7 @@ class InboxView(QWidget):
         minutes = -(-int(pairing.get("expires_in_s") or 0) // 60)
         item = QTreeWidgetItem(self.waiting_group, [
             f"Pairing request, code {format_code(str(pairing.get('code', '')))}",
-            str(pairing.get("name", "")), "pairing",
+            safe(pairing.get("name", "")), "pairing",
             ("waiting for you" if waiting else "waiting for the other owner")
             + f" (expires in {minutes} min)", _when(pairing.get("created"))])
         item.setData(0, ITEM_ROLE, ("pairing", str(pairing.get("id"))))

@@ -35,9 +35,11 @@ from gui.app import start_node_process
 from gui.assets_view import AssetsView
 from gui.audit_view import AuditView
 from gui.client import NodeConnection, read_node_info
+from gui.compose_view import ComposeView
 from gui.confirm_dialog import ConfirmDialog
 from gui.identicon import identicon_pixmap, short_fingerprint
 from gui.inbox_view import InboxView
+from gui.jobs_view import JobsView
 from gui.network_view import NetworkView
 from gui.settings_view import SettingsView, isolation_summary
 from gui.style import ERROR, OK, WARNING, app_icon, icon
@@ -52,6 +54,8 @@ VIEWS: list[tuple[str, str, str]] = [
     ("assets", "My assets", "assets"),
     ("network", "Network", "network"),
     ("inbox", "Inbox", "inbox"),
+    ("compose", "Compose", "compose"),
+    ("jobs", "Jobs", "jobs"),
     ("audit", "Audit", "audit"),
     ("settings", "Settings", "settings"),
 ]
@@ -93,7 +97,8 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.views: dict[str, QWidget] = {}
         classes = {"assets": AssetsView, "network": NetworkView, "inbox": InboxView,
-                   "audit": AuditView, "settings": SettingsView}
+                   "compose": ComposeView, "jobs": JobsView, "audit": AuditView,
+                   "settings": SettingsView}
         for name, label, icon_name in VIEWS:
             view = classes[name](conn)
             self.views[name] = view
@@ -107,6 +112,7 @@ class MainWindow(QMainWindow):
         pending = getattr(self.views["inbox"], "sig_pending_changed", None)
         if pending is not None:
             pending.connect(self._on_pending_changed)
+        self.views["compose"].sig_job_submitted.connect(self._on_job_submitted)
 
         # -- the banner for an unreachable node
         self.banner = QFrame()
@@ -206,6 +212,11 @@ class MainWindow(QMainWindow):
         about = QAction("&About Parley", self)
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
+
+    def _on_job_submitted(self, job: dict[str, Any]) -> None:
+        """A job sent from Compose is followed in Jobs."""
+        self.show_view("jobs")
+        self.views["jobs"].show_job(str(job.get("id", "")))
 
     def show_view(self, name: str) -> QWidget:
         """Bring a view to the front ("assets", "network", "inbox", "audit", "settings")."""

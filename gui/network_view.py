@@ -35,11 +35,12 @@ from PySide6.QtWidgets import (
 )
 
 from gui.client import NodeConnection
-from gui.debounce import debounced
 from gui.confirm_dialog import ConfirmDialog
+from gui.debounce import debounced
 from gui.identicon import identicon_icon, short_fingerprint
 from gui.pairing_dialog import PairingDialog
 from gui.style import ERROR, OK, WARNING
+from node.display import safe
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ ID_ROLE = Qt.ItemDataRole.UserRole
 
 
 def _item(text: str, tip: str = "") -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
+    """A read-only cell; text from peers shows its control characters as escapes."""
+    item = QTableWidgetItem(safe(text))
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
     if tip:
         item.setToolTip(tip)

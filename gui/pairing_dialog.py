@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from gui.client import NodeConnection
 from gui.identicon import IdenticonWidget, short_fingerprint
 from gui.style import ERROR, OK
+from node.display import safe
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class PairingDialog(QDialog):
 
     def _show_pairing(self) -> None:
         p = self.pairing
-        name = str(p.get("name", "")) or "the other node"
+        name = safe(p.get("name", "")) or "the other node"
         incoming = p.get("direction") == "in"
         self.title_label.setText(f"Pair with {name}")
         address = str(p.get("address", ""))

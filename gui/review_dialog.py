@@ -43,6 +43,7 @@ from gui.client import NodeConnection
 from gui.confirm_dialog import ConfirmDialog
 from gui.highlight import PythonHighlighter
 from gui.style import ERROR, OK
+from node.display import safe
 from node.errors import ParleyError, UnknownJob
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ STATE_WORDS = {"awaiting_approval": "waiting for your decision"}
 
 
 def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Peer text for rich text: control characters as visible escapes, then HTML-escaped."""
+    return html.escape(safe(value), quote=True)
 
 
 def normalise(material: dict[str, Any], job: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Starts alice, bob and carol on the loopback as ``parley demo`` does, publishes the demo's data,
 has carol propose the seed's job (alice's model on bob's data) and a fourth node ask alice to
-pair, then renders alice's window: every view, the review dialog and the pairing dialog.
+pair, then renders alice's window: every view, the review dialog and the pairing dialog. Then
+carol's desk: Compose with the seed's job loaded, Jobs with one job running and one failed,
+a statistics result with its charts, its costs, and the benchmark against plain CrypTen.
 
     QT_QPA_PLATFORM=offscreen python -m gui.screenshots docs/
 """
@@ -108,12 +110,110 @@ def main(argv: list[str]) -> int:
         dialog.close()
         window.close()
         settle(app, 0.5)
+        carol.client.cancel(job["id"], "the screenshots are taken")
+        _orchestrator_desk(app, out, base, alice, bob, carol)
         return 0
     finally:
         if conn is not None:
             conn.close()
         for node in nodes:
             node.stop()
+
+
+LONG = """def run(crypten):
+    x = crypten.load("bc-inference", 1)
+    y = x
+    for step in range(100000):
+        y = y * 0.5 + x * 0.5
+        if step % 500 == 0:
+            print(f"step {step}")
+    return y.sum().get_plain_text(dst=0)
+"""
+
+
+def _orchestrator_desk(app: QApplication, out: Path, base: Path, alice: LocalNode,
+                       bob: LocalNode, carol: LocalNode) -> None:
+    """carol's window: Compose, Jobs (running, failed, done), results, costs, benchmark."""
+    import os as _os
+    import signal
+
+    from node.localnet import party_pids
+
+    for node in (alice, bob, carol):
+        node.client.publish(resource(f"rows_{node.name}.csv"), tags=["bc-rows"],
+                            label_column="diagnosis", description="rows of the study")
+    for node in (alice, bob):
+        node.client.add_policy("carol", "statistics")
+        node.client.add_policy("carol", "source")
+    parties = [alice.party.spec(), bob.party.spec()]
+    stats = {"title": "rows at alice and bob", "parties": parties,
+             "plan": {"kind": "statistics", "data": [{"tag": "bc-rows", "rank": 0},
+                                                    {"tag": "bc-rows", "rank": 1}],
+                      "stats": ["count", "mean", "variance", "histogram"],
+                      "histogram": {"column": 0, "edges": [5, 10, 15, 20, 25, 30]},
+                      "output_to": 0}}
+    for _ in range(2):
+        carol.client.wait(carol.client.submit(stats)["id"], timeout=300)
+    bindings = [{"tag": "bc-inference", "rank": 1, "kind": "dataset"}]
+    failed = carol.client.submit({"title": "a long job", "source": LONG, "parties": parties,
+                                  "bindings": bindings, "result_to": [0]})
+    _wait(lambda: party_pids(bob.data_dir), 60)
+    for pid in party_pids(bob.data_dir):
+        _os.kill(pid, signal.SIGKILL)
+    carol.client.wait(failed["id"], timeout=60)
+    running = carol.client.submit({"title": "a long job", "source": LONG, "parties": parties,
+                                   "bindings": bindings, "result_to": [0]})
+
+    settings = QSettings(str(base / "gui-carol.ini"), QSettings.Format.IniFormat)
+    conn = NodeConnection(carol.data_dir)
+    window = MainWindow(conn, settings=settings)
+    try:
+        window.resize(*SIZE)
+        window.show()
+        window.attach()
+        settle(app, 4)
+        compose = window.show_view("compose")
+        from node.demo import job_specs
+
+        compose.load_spec(job_specs(alice, bob, carol)[0][1])
+        settle(app, 6)
+        save(window, out / "window-compose.png")
+
+        jobs = window.show_view("jobs")
+        jobs.show_job(running["id"])
+        settle(app, 6)
+        save(window, out / "window-jobs-running.png")
+        jobs.show_job(failed["id"])
+        settle(app, 3)
+        save(window, out / "window-jobs-failed.png")
+        done = [j for j in carol.client.jobs(role="orchestrator")
+                if j["state"] == "succeeded" and j["kind"] == "statistics"][0]
+        jobs.show_job(done["id"])
+        settle(app, 3)
+        save(window, out / "window-results.png")
+        jobs.results.tabs.setCurrentIndex(1)
+        settle(app, 1.5)
+        save(window, out / "window-costs.png")
+        jobs.results.tabs.setCurrentIndex(2)
+        finished: list[str] = []
+        jobs.results.sig_benchmark_finished.connect(lambda job_id, _a: finished.append(job_id))
+        jobs.results.start_benchmark()
+        settle(app, 180, lambda: bool(finished))
+        settle(app, 1)
+        save(window, out / "window-benchmark.png")
+        carol.client.cancel(running["id"], "the screenshots are taken")
+        window.close()
+        settle(app, 0.5)
+    finally:
+        conn.close()
+
+
+def _wait(predicate: Callable[[], object], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("the screenshots' setup timed out")
+        time.sleep(0.1)
 
 
 def _source() -> str:

@@ -244,6 +244,17 @@ class Orchestrator:
             problems.append(f"the static check refuses the code: {exc.message}")
         else:
             allowed = set(p["reveal"]["to"])
+            bound = [(b["tag"], b["rank"]) for b in p["bindings"]]
+            for ld in info.loads:
+                if static.is_dynamic(ld.tag):
+                    continue
+                ranks = sorted(r for t, r in bound if t == ld.tag)
+                if not ranks:
+                    problems.append(f"line {ld.line} loads '{ld.tag}', which no input of the "
+                                    f"job binds; bind it to the party that holds it")
+                elif isinstance(ld.src, int) and ld.src not in ranks:
+                    problems.append(f"line {ld.line} loads '{ld.tag}' from rank {ld.src}, but "
+                                    f"it is bound at rank(s) {ranks}")
             for r in info.reveals:
                 if r.dst is None and not p["reveal"]["everyone"]:
                     problems.append(f"line {r.line} decrypts to every party, which the job's "

@@ -44,7 +44,8 @@ def test_status_bar_shows_the_node_and_the_banner_follows_it(make_node, make_win
 def test_views_switch_by_name_and_errors_show_in_words(make_node, make_window, qtbot):
     node = make_node("alice", auto_approve=False, pair=False)
     window = make_window(node)
-    assert list(window.views) == ["assets", "network", "inbox", "audit", "settings"]
+    assert list(window.views) == ["assets", "network", "inbox", "compose", "jobs", "audit",
+                                  "settings"]
     for name in window.views:
         assert window.show_view(name) is window.stack.currentWidget()
         assert window.current_view_name() == name
