@@ -251,6 +251,21 @@ class CodeEditorWidget(QPlainTextEdit):
         self.gutter.update()
         self.sig_problems_marked.emit(self.problems)
 
+    def mark_lines(self, lines: list[int]) -> None:
+        """Shade whole lines (from 1), e.g. where the review shows a value is decrypted."""
+        shade, _ink = self._colours()
+        marks = []
+        for line in lines:
+            block = self.document().findBlockByNumber(line - 1)
+            if not block.isValid():
+                continue
+            sel = QTextEdit.ExtraSelection()
+            sel.format.setBackground(shade)
+            sel.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
+            sel.cursor = QTextCursor(block)
+            marks.append(sel)
+        self.setExtraSelections(marks)
+
     def marked_lines(self) -> list[int]:
         """The lines (from 1) marked as refused, in order."""
         return sorted({int(p.get("line") or 0) for p in self.problems})

@@ -21,8 +21,7 @@ import json
 import logging
 from typing import Any
 
-from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QTextFormat
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFrame,
@@ -34,14 +33,13 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTextBrowser,
-    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
 
 from gui.client import NodeConnection
+from gui.code_editor import CodeEditorWidget
 from gui.confirm_dialog import ConfirmDialog
-from gui.highlight import PythonHighlighter
 from gui.style import ERROR, OK
 from node.display import safe
 from node.errors import ParleyError, UnknownJob
@@ -132,89 +130,6 @@ def dry_run_text(answer: dict[str, Any]) -> str:
     return "\n".join(lines) or "(no output)"
 
 
-class _LineNumbers(QWidget):
-    def __init__(self, editor: _SourceView) -> None:
-        super().__init__(editor)
-        self.editor = editor
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        return QSize(self.editor.line_number_width(), 0)
-
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        self.editor.paint_line_numbers(event)
-
-
-class _SourceView(QPlainTextEdit):
-    """Read-only source with a line-number gutter (Qt's code editor example)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        font = QFont("monospace")
-        font.setStyleHint(QFont.StyleHint.Monospace)
-        self.setFont(font)
-        self.gutter = _LineNumbers(self)
-        self.blockCountChanged.connect(self._on_block_count_changed)
-        self.updateRequest.connect(self._on_update_request)
-        self._on_block_count_changed(0)
-        self.highlighter = PythonHighlighter(self.document())
-
-    def line_number_width(self) -> int:
-        digits = max(3, len(str(max(1, self.blockCount()))))
-        return 10 + self.fontMetrics().horizontalAdvance("9") * digits
-
-    def _on_block_count_changed(self, _count: int) -> None:
-        self.setViewportMargins(self.line_number_width(), 0, 0, 0)
-
-    def _on_update_request(self, rect: QRect, dy: int) -> None:
-        if dy:
-            self.gutter.scroll(0, dy)
-        else:
-            self.gutter.update(0, rect.y(), self.gutter.width(), rect.height())
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        super().resizeEvent(event)
-        cr = self.contentsRect()
-        self.gutter.setGeometry(QRect(cr.left(), cr.top(), self.line_number_width(),
-                                      cr.height()))
-
-    def paint_line_numbers(self, event: Any) -> None:
-        painter = QPainter(self.gutter)
-        painter.fillRect(event.rect(), self.palette().color(QPalette.ColorRole.Window))
-        painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
-        block = self.firstVisibleBlock()
-        number = block.blockNumber()
-        top = round(self.blockBoundingGeometry(block).translated(self.contentOffset()).top())
-        height = round(self.blockBoundingRect(block).height())
-        while block.isValid() and top <= event.rect().bottom():
-            if block.isVisible() and top + height >= event.rect().top():
-                painter.drawText(0, top, self.gutter.width() - 5, self.fontMetrics().height(),
-                                 Qt.AlignmentFlag.AlignRight, str(number + 1))
-            block = block.next()
-            top += height
-            height = round(self.blockBoundingRect(block).height())
-            number += 1
-        painter.end()
-
-    def mark_lines(self, lines: list[int]) -> None:
-        """Shade whole lines (1-based), e.g. where a value is decrypted."""
-        dark = self.palette().color(QPalette.ColorRole.Base).lightness() < 128
-        colour = "#4a1f26" if dark else "#fde7ea"
-        marks = []
-        for line in lines:
-            block = self.document().findBlockByLineNumber(line - 1)
-            if not block.isValid():
-                continue
-            sel = QTextEdit.ExtraSelection()
-            sel.format.setBackground(QColor(colour))
-            sel.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
-            sel.cursor = self.textCursor()
-            sel.cursor.setPosition(block.position())
-            marks.append(sel)
-        self.setExtraSelections(marks)
-
-
 class ReviewDialog(QDialog):
     """The review of one proposal this node received, and the owner's decision on it."""
 
@@ -293,7 +208,7 @@ class ReviewDialog(QDialog):
         left_layout.setContentsMargins(0, 0, 0, 0)
         self.code_caption = QLabel("Code that would run")
         left_layout.addWidget(self.code_caption)
-        self.source_view = _SourceView()
+        self.source_view = CodeEditorWidget(read_only=True)
         left_layout.addWidget(self.source_view)
         splitter.addWidget(left)
         self.summary = QTextBrowser()

@@ -66,7 +66,7 @@ def test_a_proposal_arrives_live_and_approving_its_review_runs_it(make_node, con
 
     dialog = _review(qtbot, inbox, job_id)
     assert "    x = crypten.load('nums', 1)\n" in dialog.source_text()
-    assert dialog.source_view.blockCount() == 3 and dialog.source_view.line_number_width() > 0
+    assert dialog.source_view.blockCount() == 3 and dialog.source_view.gutter_width() > 0
     assert len(dialog.source_view.extraSelections()) == 1  # the reveal's line is marked
     summary = dialog.summary_text()
     assert "bob numbers" in summary and "tag nums" in summary  # the asset of bob it reads
