@@ -101,8 +101,15 @@ class DemoConductor(QObject):
             print(f"   {self.current}: {data.get('state')} {data.get('reason', '')}".rstrip(),
                   flush=True)
             self.ended.append({"id": self.current, "state": data.get("state")})
+            self._show_in_jobs(self.current)
             self.current = None
             QTimer.singleShot(self.pause_ms * 2, self._send_next)
+
+    def _show_in_jobs(self, job_id: str) -> None:
+        """carol's window goes back to the job, where its result and costs appear."""
+        carol = self.windows["carol"]
+        carol.show_view("jobs")
+        carol.views["jobs"].show_job(job_id)
 
     def _review(self, owner: str, job_id: str) -> None:
         dialog = self.windows[owner].views["inbox"].open_item(job_id)
@@ -115,17 +122,23 @@ class DemoConductor(QObject):
         button = getattr(dialog, "approve_button", None)
         if button is not None and button.isEnabled():
             QTimer.singleShot(self.pause_ms, button.click)
+            if dialog.parent() is self.windows["carol"].views["inbox"] and self.current:
+                job_id = self.current  # carol is a party too: back to the job she sent
+                QTimer.singleShot(self.pause_ms * 2, lambda: self._show_in_jobs(job_id))
         elif tries < 100:
             QTimer.singleShot(100, lambda: self._approve_when_ready(dialog, tries + 1))
 
 
-def tile(windows: list[MainWindow]) -> None:
-    """Side by side across the screen's available area."""
+def tile(windows: list[MainWindow], shares: list[int]) -> None:
+    """Side by side across the screen's available area, each its share of the width (the
+    orchestrator's window, with results and charts, gets the most)."""
     screen = QApplication.primaryScreen().availableGeometry()
-    width = screen.width() // len(windows)
-    for i, window in enumerate(windows):
-        window.setGeometry(screen.x() + i * width, screen.y(), width, screen.height())
+    x = screen.x()
+    for window, share in zip(windows, shares):
+        width = screen.width() * share // sum(shares)
+        window.setGeometry(x, screen.y(), width, screen.height())
         window.show()
+        x += width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             window.keep_running_in_tray = False
             window.attach()
             windows[node.name] = window
-        tile([windows["alice"], windows["carol"], windows["bob"]])
+        tile([windows["alice"], windows["carol"], windows["bob"]], [1, 2, 1])
         conductor = DemoConductor(nodes, windows, args.pause, args.interactive)
         conductor.exit_when_done = args.exit
         conductor.start()
