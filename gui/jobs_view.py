@@ -46,6 +46,7 @@ from gui.debounce import debounced
 from gui.results_view import ResultsView
 from gui.review_dialog import KIND_WORDS
 from gui.style import ERROR, OK, WARNING
+from node.display import safe
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -416,21 +417,21 @@ class JobsView(QWidget):
         job = self.jobs[key]
         state = str(job.get("state", ""))
         kind = str(job.get("kind", ""))
-        title = str(job.get("title") or "") or f"job {key[1]}"
+        title = safe(job.get("title") or "") or f"job {key[1]}"
         if key[0] == ORCH:
             parties = (job.get("detail") or {}).get("parties") or {}
             names = [str(p.get("name", "?")) for _r, p in
                      sorted(parties.items(), key=lambda kv: int(kv[0]))]
             with_text = ", ".join(names)
         else:
-            with_text = f"from {job.get('orchestrator', '')}"
+            with_text = f"from {safe(job.get('orchestrator', ''))}"
         for c, text in enumerate([title, SHORT_KINDS.get(kind, kind), with_text,
                                   state_words(state), _when(job.get("created_at"), True)]):
             item.setText(c, text)
         item.setIcon(3, light(state))
         item.setToolTip(0, f"{title}\njob {key[1]}")
         item.setToolTip(4, _when(job.get("created_at")))
-        item.setToolTip(3, str(job.get("reason") or state_words(state)))
+        item.setToolTip(3, safe(job.get("reason") or state_words(state)))
         if state in ("failed", "rejected"):
             item.setForeground(3, ERROR)
         elif state == "succeeded":
@@ -513,11 +514,11 @@ class JobsView(QWidget):
         state = str(job.get("state", ""))
         self.light_label.setPixmap(light(state).pixmap(16, 16))
         self.light_label.setToolTip(state_words(state))
-        title = str(job.get("title") or "") or f"job {job_id}"
+        title = safe(job.get("title") or "") or f"job {job_id}"
         self.title_label.setText(f"{title} — {state_words(state)}")
         kind = str(job.get("kind", ""))
         who = ("sent by this node" if role == ORCH
-               else f"received from {job.get('orchestrator', '?')}, this node is rank "
+               else f"received from {safe(job.get('orchestrator', '?'))}, this node is rank "
                     f"{job.get('rank')}")
         kind_text = KIND_WORDS.get(kind) or f"{SHORT_KINDS.get(kind, kind)} plan"
         self.meta_label.setText(f"{kind_text}, {who}; job {job_id}, "
@@ -534,7 +535,7 @@ class JobsView(QWidget):
 
     def _show_reason(self, job: dict[str, Any]) -> None:
         state = str(job.get("state", ""))
-        reason = str(job.get("reason") or "")
+        reason = safe(job.get("reason") or "")
         if not reason or state in ("approved", "awaiting_approval", "succeeded"):
             # an auto-approval's note or a restart's note is shown as a plain line
             self.reason_label.setVisible(bool(reason))
@@ -593,7 +594,7 @@ class JobsView(QWidget):
         rounds = progress.get("rounds", stats.get("rounds"))
         size = progress.get("bytes", stats.get("bytes"))
         elapsed = progress.get("elapsed_s", timings.get("total_s"))
-        reason = str(party.get("reason") or "")
+        reason = safe(party.get("reason") or "")
         if reason.startswith("approved "):  # the approval's note is not a cause
             reason = ""
         failure = FAILURE_WORDS.get(str(party.get("failure_kind") or ""), "")
