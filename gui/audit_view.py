@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -36,7 +35,7 @@ from PySide6.QtWidgets import (
 from gui.client import NodeConnection
 from gui.debounce import debounced
 from gui.style import ERROR
-from node.display import safe
+from gui.style import table_cell as _item
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -47,15 +46,6 @@ COLUMNS = ["#", "Time", "Kind", "Details", "Hash"]
 PEER_FIELDS = ("peer", "sender", "orchestrator", "name", "node", "to")
 KNOWN_KINDS = ["proposal", "decision", "run", "reveal", "result", "pairing", "refusal", "asset",
                "policy"]
-
-
-def _item(text: str, tip: str = "") -> QTableWidgetItem:
-    """A read-only cell; text from peers shows its control characters as escapes."""
-    item = QTableWidgetItem(safe(text))
-    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    if tip:
-        item.setToolTip(tip)
-    return item
 
 
 def local_time(stamp: str) -> str:

@@ -40,7 +40,7 @@ from gui.debounce import debounced
 from gui.identicon import identicon_icon, short_fingerprint
 from gui.pairing_dialog import PairingDialog
 from gui.style import ERROR, OK, WARNING
-from node.display import safe
+from gui.style import table_cell as _item
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -51,15 +51,6 @@ DEBOUNCE_MS = 120
 PEER_COLUMNS = ["Peer", "Trust", "Status", "Address", "Key fingerprint"]
 RESULT_COLUMNS = ["Node", "Asset", "Kind", "Tags", "Shape"]
 ID_ROLE = Qt.ItemDataRole.UserRole
-
-
-def _item(text: str, tip: str = "") -> QTableWidgetItem:
-    """A read-only cell; text from peers shows its control characters as escapes."""
-    item = QTableWidgetItem(safe(text))
-    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    if tip:
-        item.setToolTip(tip)
-    return item
 
 
 def trust_of(peer: dict[str, Any], pairing: dict[str, Any] | None) -> tuple[str, str, str]:

@@ -14,7 +14,9 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QTableWidgetItem, QWidget
+
+from node.display import safe
 
 __all__ = [
     "ERROR",
@@ -93,3 +95,12 @@ def asset_shape(asset: dict[str, Any]) -> str:
     if schema.get("parameters"):
         text += f", {schema['parameters']:,} parameters"
     return text
+
+
+def table_cell(text: str, tip: str = "") -> QTableWidgetItem:
+    """A read-only table cell; text from peers shows its control characters as escapes."""
+    item = QTableWidgetItem(safe(text))
+    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+    if tip:
+        item.setToolTip(tip)
+    return item
