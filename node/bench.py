@@ -155,7 +155,12 @@ def _median(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def main(json_out: bool = False, repeat: int = 3) -> int:
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--repeat", type=int, default=3)
+
+
+def main(args: Any) -> int:
+    json_out, repeat = args.json, args.repeat
     report = {
         "job": "encrypted inference, 399 rows x 30 features, MLP 30-16-2, 2 parties",
         "cores": os.cpu_count(),

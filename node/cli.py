@@ -423,9 +423,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from node.bench import main as bench_main
+    from node import bench
 
-    return bench_main(json_out=args.json, repeat=args.repeat)
+    return bench.main(args)
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -565,8 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactive", action="store_true", help="with windows: approve in "
                    "alice's and bob's windows yourself")
 
-    p = add("bench", cmd_bench, "time a job's fixed costs against plain CrypTen")
-    p.add_argument("--repeat", type=int, default=3)
+    p = add("bench", cmd_bench, "the same workloads natively and through Parley, side by side")
+    from node import bench
+
+    bench.add_arguments(p)
     return parser
 
 
