@@ -2,10 +2,12 @@
 
 The review material is computed by this owner's own node from the proposal
 (``GET /admin/v1/jobs/{id}/review``; node/review.py): the exact code that would run, with line
-numbers and colours (reveals in red); this node's assets it reads; every decryption and its
-recipient; what goes back to the orchestrator; loops and a cost estimate; warnings; and the
-diff against the version this owner last approved. A dry run executes the code on mock data
-shaped like this node's assets, so an owner can see it run before any real value is touched.
+numbers and colours (reveals in red); the assets it reads, here and at the other parties, with
+what the proposal states of each (a dataset's shape, a model's layers and parameter shapes);
+every decryption and its recipient; what goes back to the orchestrator; loops and a cost
+estimate; warnings; and the diff against the version this owner last approved. A dry run
+executes the code on mock data shaped like this node's assets, so an owner can see it run
+before any real value is touched.
 
 The decision names the exact version reviewed (its proposal hash): if the orchestrator sent
 another version in between, the node refuses the approval.
@@ -128,6 +130,37 @@ def dry_run_text(answer: dict[str, Any]) -> str:
                      "ran with partial confinement: "
                      + readable({k: v for k, v in confinement.items() if k != "rlimits"}))
     return "\n".join(lines) or "(no output)"
+
+
+def stated_words(read: dict[str, Any]) -> str:
+    """What the proposal states of a read asset, in a few words: a dataset's shape (and its
+    labels'), or that a model's architecture is not stated ('' when nothing is said)."""
+    if read.get("kind") == "model":
+        return "architecture not stated" if "architecture" in read and \
+            read["architecture"] is None else ""
+    if "shape" not in read:  # material from before proposals stated shapes: the schema's
+        shape = (read.get("schema") or {}).get("shape")
+        return " × ".join(str(n) for n in shape) if shape else ""
+    if read["shape"] is None:
+        return "shape not stated"
+    words = " × ".join("any" if n is None else str(n) for n in read["shape"])
+    if read.get("label_shape") is not None:
+        words += ", labels " + " × ".join("any" if n is None else str(n)
+                                          for n in read["label_shape"])
+    return words
+
+
+def _stated_html(read: dict[str, Any]) -> str:
+    """``stated_words`` then, for a model, its architecture line by line (peer text: escaped);
+    closes the parenthesis the caller opened."""
+    words = stated_words(read)
+    out = (f", {_esc(words)}" if words else "") + ")"
+    lines = read.get("architecture") or []
+    if lines:
+        out += ("<br>architecture every party builds (weights stay encrypted):"
+                "<pre style='margin:2px 0'>" + "\n".join(_esc(line) for line in lines)
+                + "</pre>")
+    return out
 
 
 class ReviewDialog(QDialog):
@@ -340,19 +373,19 @@ class ReviewDialog(QDialog):
         if here:
             out.append("<ul>")
             for r in here:
-                shape = (r.get("schema") or {}).get("shape")
-                dims = f", {' × '.join(str(n) for n in shape)}" if shape else ""
                 out.append(f"<li><b>{_esc(r.get('name', r.get('tag')))}</b> (tag "
-                           f"<code>{_esc(r.get('tag'))}</code>, {_esc(r.get('kind'))}{dims})"
-                           f"</li>")
+                           f"<code>{_esc(r.get('tag'))}</code>, {_esc(r.get('kind'))}"
+                           f"{_stated_html(r)}</li>")
             out.append("</ul>")
         else:
             out.append("<p>None of this node's assets.</p>")
         others = [r for r in m["reads"] if not r.get("here")]
         if others:
-            out.append("<p>Other parties' inputs: " + ", ".join(
-                f"<code>{_esc(r.get('tag'))}</code> at {_esc(r.get('holder'))}" for r in others)
-                + "</p>")
+            out.append("<h3>Other parties' inputs</h3><ul>")
+            for r in others:
+                out.append(f"<li><code>{_esc(r.get('tag'))}</code> at {_esc(r.get('holder'))} "
+                           f"({_esc(r.get('kind'))}{_stated_html(r)}</li>")
+            out.append("</ul>")
         out.append("<h3>Reveals (where a value is decrypted)</h3>")
         if m["reveals"]:
             out.append("<ul>")

@@ -2,11 +2,18 @@
 
 ``crypten.load(tag, src)`` reads the asset bound to ``tag`` from the source party's own store
 (handed to the party process in memory by its node, before the job runs); the other parties
-learn only its shape. ``crypten.load_model(tag)`` rebuilds the owner's model
-on every party from ONNX: the owner sends the architecture with its weights zeroed, every party
-builds the same graph, and the owner's real weights enter only as secret shares
-(``encrypt(src=owner)``). The jail (node/jail/runtime.py) exposes these two methods in the
-``crypten`` facade a job receives.
+know only its shape, which the proposal states (the orchestrator copied it from the owner's
+catalog, the owner's node checked it against the asset). ``crypten.load_model(tag)`` builds the
+owner's model on every party from the architecture the proposal carries (node/architecture.py:
+the ONNX graph without its weights), and the owner's real weights enter only as secret shares
+(``encrypt(src=owner)``). So loading sends exactly what a plain CrypTen script that knows the
+shapes and the graph out of band sends: nothing but the shares.
+
+A party entry without a stated shape or architecture (a spec built by hand, as ``parley
+bench`` does, or a proposal written without them) still works: the owner then broadcasts the
+shape or the architecture first. Every party decides this from the same entry, so they agree.
+The jail (node/jail/runtime.py) exposes these two methods in the ``crypten`` facade a job
+receives.
 """
 
 from __future__ import annotations
@@ -16,28 +23,22 @@ import time
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 
+from node import architecture
 from node.compat import crypten
 from node.errors import ParleyError
+
 
 class JobApiError(ParleyError):
     """The job asked for something its proposal does not allow or bind."""
 
 
-def architecture_only(model_bytes: bytes) -> bytes:
-    """The ONNX graph with every initializer zeroed: what the other parties may learn."""
-    model = onnx.load_model_from_string(model_bytes)
-    for init in model.graph.initializer:
-        arr = onnx.numpy_helper.to_array(init)
-        init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(arr), init.name))
-    return model.SerializeToString()
-
-
 class JobCrypten:
-    """Loading by tag for one party: ``assets`` maps tag -> rank -> binding; this party's own
-    bindings carry their content under ``data`` (part -> bytes)."""
+    """Loading by tag for one party: ``assets`` maps tag -> rank -> entry (what
+    node.proposal.check_against_store returns: kind, and as the proposal states them a
+    dataset's ``shapes`` (part -> shape) or a model's ``architecture``); this party's own
+    entries carry their content under ``data`` (part -> bytes)."""
 
     def __init__(self, rank: int, world_size: int, assets: dict[str, dict[str, Any]],
                  dry_run: bool = False) -> None:
@@ -97,32 +98,43 @@ class JobCrypten:
         owner, binding = self._binding(tag, "dataset", src)
         if part not in ("features", "labels"):
             raise JobApiError("part must be 'features' or 'labels'")
+        stated = binding.get("shapes")
+        if stated is not None and part not in stated:
+            raise JobApiError(f"'{tag}' has no {part} (its proposal states the shape of "
+                              f"{', '.join(sorted(stated)) or 'no part'})")
         plain = None
         if self._rank == owner:
             blob = binding["data"].get(part)
             if blob is None:
                 raise JobApiError(f"'{tag}' has no {part}")
             array = np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float64)
+            if stated is not None and list(array.shape) != list(stated[part]):
+                raise JobApiError(f"'{tag}' here has shape {list(array.shape)}, but the job "
+                                  f"was approved for {stated[part]}")
             if standardize:
                 std = array.std(axis=0)
                 array = (array - array.mean(axis=0)) / np.where(std > 0, std, 1.0)
             plain = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        shape = self._broadcast_shape(plain, owner)
         if plain is None:
-            plain = torch.zeros(shape, dtype=torch.float32)
+            shape = stated[part] if stated is not None else self._broadcast_shape(None, owner)
+            plain = torch.zeros([int(d) for d in shape], dtype=torch.float32)
+        elif stated is None:
+            self._broadcast_shape(plain, owner)
         enc = crypten.cryptensor(plain, src=owner)
         self.load_s += time.perf_counter() - t0
         return enc
 
     def load_model(self, tag: str) -> Any:
-        """The owner's model on every party: shared architecture, encrypted weights."""
+        """The owner's model on every party: the same graph, encrypted weights."""
         t0 = time.perf_counter()
         owner, binding = self._binding(tag, "model", None)
-        real = None
-        if self._rank == owner:
-            real = binding["data"]["model"]
-        arch = self._broadcast_bytes(architecture_only(real) if real is not None else None, owner)
-        model = crypten.nn.from_onnx(io.BytesIO(real if real is not None else arch))
+        real = binding["data"]["model"] if self._rank == owner else None
+        arch = binding.get("architecture")
+        if arch is None:  # not stated: the owner says it first
+            arch = self._broadcast_bytes(architecture.of_model(real).encode("ascii")
+                                         if real is not None else None, owner).decode("ascii")
+        model = crypten.nn.from_onnx(io.BytesIO(real if real is not None
+                                                else architecture.rebuild(arch)))
         model.encrypt(src=owner)
         self.load_s += time.perf_counter() - t0
         return model

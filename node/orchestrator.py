@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from node import plans
+from node import architecture, plans
 from node import proposal as proposals
 from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
@@ -273,6 +273,7 @@ class Orchestrator:
     async def _catalog_problems(self, p: dict[str, Any]) -> list[str]:
         """Each binding against its holder's catalog, and the shapes against each other."""
         found, problems = await self.schemas_of(p)
+        problems += _expectation_problems(p, found)
         if p["code"]["kind"] == "plan" and len(found) == len(p["bindings"]):
             problems += _shape_problems(p["code"]["plan"], found,
                                         {q["rank"]: q["name"] for q in p["parties"]})
@@ -314,6 +315,25 @@ class Orchestrator:
         await asyncio.gather(*(one(b) for b in p["bindings"]))
         return found, problems
 
+    async def stated(self, p: dict[str, Any]) -> dict[str, Any]:
+        """``p`` with each binding's ``expect`` as its holder's catalog says (a dataset's
+        shape and labels, a model's architecture: node/proposal.py), so that every party
+        reviews them and knows them at run time without asking the owner. ProposalError, and
+        nothing sent, when a holder lacks the asset, holds another one than the job expects,
+        or does not answer."""
+        found, problems = await self.schemas_of(p)
+        problems += _expectation_problems(p, found)
+        if problems:
+            raise ProposalError("the job was not sent: " + "; ".join(problems))
+        bindings = []
+        for b in p["bindings"]:
+            schema = found[(b["tag"], b["rank"])]
+            if b["kind"] == "model" and "architecture" not in schema:
+                bindings.append(b)  # a holder running an older Parley: it says it at run time
+            else:
+                bindings.append({**b, "expect": proposals.expectations(b["kind"], schema)})
+        return proposals.validate({**p, "bindings": bindings})
+
     def _estimate(self, p: dict[str, Any]) -> dict[str, Any]:
         """From past runs of the same plan kind (or code) this node sent, else a rough guess."""
         kind = proposals.code_kind(p)
@@ -338,7 +358,7 @@ class Orchestrator:
                          "the parties, plus the computation"}
 
     async def submit(self, spec: Any) -> JobRecord:
-        p = self.compose(spec)
+        p = await self.stated(self.compose(spec))
         job = self.node.jobs.create(p["job_id"], ORCH, "proposed", p, proposals.proposal_hash(p),
                                     None, detail={"parties": {
                                         str(q["rank"]): {"name": q["name"], "state": "proposed"}
@@ -397,15 +417,16 @@ class Orchestrator:
                          for q in p["parties"]]
             states: dict[int, dict[str, Any]] = {}
             phase: dict[str, float] = {}
-            if resume != JobState.RUNNING:
+            if resume not in (JobState.RUNNING, JobState.QUEUED):
                 if not await self._await_approvals(job_id, p, limits["approval_s"], updates,
                                                    states):
                     return
                 await self._set(job_id, "approved")
                 phase["approved_s"] = time.monotonic() - t0
                 await self._set(job_id, "starting")
-                await self._start(job_id, p)
-                await self._set(job_id, "running")
+                queued = await self._start(job_id, p)
+                await self._set(job_id, "queued" if queued else "running",
+                                f"waiting for room at {', '.join(queued)}" if queued else "")
             t1 = time.monotonic()
             cause = await self._watch(job_id, p, limits["time_s"] + 30, updates, states)
             phase["run_s"] = time.monotonic() - t1
@@ -571,7 +592,9 @@ class Orchestrator:
         await self._set(job_id, "failed", f"not every party approved within {limit_s:.0f} s")
         return False
 
-    async def _start(self, job_id: str, p: dict[str, Any]) -> None:
+    async def _start(self, job_id: str, p: dict[str, Any]) -> list[str]:
+        """Start every party (rank 0 first: its node serves the rendezvous); the names of
+        those whose node queued the job until it has room."""
         by_rank = {q["rank"]: q for q in p["parties"]}
         first = await self._call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
         rendezvous = first["rendezvous"]
@@ -584,6 +607,8 @@ class Orchestrator:
             if isinstance(res, BaseException):
                 msg = res.message if isinstance(res, ParleyError) else repr(res)
                 raise ParleyError(f"{party['name']} could not start: {msg}")
+        answers = [(by_rank[0], first), *zip(others, results)]
+        return [q["name"] for q, a in answers if a.get("state") == JobState.QUEUED]
 
     async def _watch(self, job_id: str, p: dict[str, Any], limit_s: float,
                      updates: asyncio.Queue[tuple[int, dict[str, Any]]],
@@ -604,6 +629,11 @@ class Orchestrator:
                 await self._cancel_all(p, "the job ran past its time limit")
                 raise ParleyError(f"the job ran past its time limit of {limit_s:.0f} s")
             ended = {r for r, s in states.items() if s["state"] in TERMINAL}
+            if len(states) == len(p["parties"]) and all(
+                    s["state"] not in (JobState.QUEUED, JobState.APPROVED)
+                    for s in states.values()) and \
+                    self.node.jobs.get(job_id, ORCH).state == JobState.QUEUED:
+                await self._set(job_id, "running")
             if not cause and any(states[r]["state"] != "succeeded" for r in ended):
                 primary = _primary_failure(states)
                 if blame_at is None and primary is None and len(ended) < len(p["parties"]):
@@ -636,6 +666,28 @@ def _no_estimate() -> dict[str, Any]:
 def _width(schema: dict[str, Any], key: str) -> int | None:
     shape = (schema.get(key) or [{}])[0].get("shape") or []
     return shape[-1] if shape and isinstance(shape[-1], int) else None
+
+
+def _expectation_problems(p: dict[str, Any], schemas: dict[tuple[str, int], dict[str, Any]]
+                          ) -> list[str]:
+    """Bindings whose asset is not what the job expects of it, or cannot be described in a
+    proposal (a model whose graph is too large)."""
+    problems = []
+    for b in p["bindings"]:
+        schema = schemas.get((b["tag"], b["rank"]))
+        if schema is None:
+            continue  # schemas_of said why
+        at = f"'{b['tag']}' at {proposals.party_of(p, b['rank'])['name']}"
+        if b["kind"] == "model" and "architecture" in schema and schema["architecture"] is None:
+            problems.append(f"the model {at} cannot be used in jobs: its graph without weights "
+                            f"is too large to send in a proposal (over "
+                            f"{architecture.MAX_BYTES // 1024} KB); publish a model that keeps "
+                            f"its weights as initializers")
+            continue
+        problem = proposals.expectation_problem(b, schema)
+        if problem:
+            problems.append(f"{at} {problem}")
+    return problems
 
 
 def _shape_problems(plan: dict[str, Any], schemas: dict[tuple[str, int], dict[str, Any]],

@@ -8,15 +8,25 @@ an owner approves. Shape (version 1)::
      "parties": [{"name": "alice", "url": "https://…", "node_id": "n-…", "rank": 0}, …],
      "code": {"kind": "source", "source": "def run(crypten): …", "entry": "run"}
           or {"kind": "plan", "plan": {…}}  (node/plans.py; rendered to Python by each node),
-     "bindings": [{"tag": "bc-model", "rank": 0, "kind": "model"},
+     "bindings": [{"tag": "bc-model", "rank": 0, "kind": "model",
+                   "expect": {"architecture": "CAgSB…"}},
                   {"tag": "bc-data", "rank": 1, "kind": "dataset",
-                   "expect": {"shape": [null, 30], "labels": false}}],
+                   "expect": {"shape": [399, 30], "labels": true, "label_shape": [399]}}],
      "reveal": {"to": [0],              ranks get_plain_text(dst=rank) may decrypt to
                 "everyone": false,      whether get_plain_text() (to every party) is allowed
                 "budget": 1000000,      elements a job may decrypt in all
                 "result_to": [0]},      ranks whose return value goes back to the orchestrator
      "limits": {"time_s": 600, "op_timeout_s": 10, "rendezvous_timeout_s": 60},
      "crypten": {"precision_bits": 16}}     optional: CrypTen's fixed-point precision
+
+A binding's ``expect`` is what the job may assume of the asset, and the one rule for it: the
+holder's node refuses the job when its asset differs (``check_against_store``, at arrival and
+again at start), and every other party relies on it. The orchestrator fills it from the
+holder's catalog when it submits (node/orchestrator.py): a dataset's ``shape`` (a null
+dimension, in a proposal written by hand, means any), whether it has ``labels`` and their
+``label_shape``; a model's ``architecture`` (node/architecture.py: its ONNX graph without
+weights). With a dataset's shape and a model's architecture stated, the parties know them
+without a word on the wire; see node/jobapi.py.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import re
 import uuid
 from typing import Any
 
-from node import plans
+from node import architecture, plans
 from node.errors import ProposalError, StoreError
 from node.wire import digest
 
@@ -36,6 +46,7 @@ DEFAULT_BUDGET = 1_000_000
 _ID = re.compile(r"^j-[0-9a-f]{8,32}$")
 _ENTRY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_SOURCE = 100_000
+_EXPECT = {"dataset": {"shape", "labels", "label_shape"}, "model": {"architecture"}}
 
 
 def new_job_id() -> str:
@@ -109,10 +120,22 @@ def validate(p: Any) -> dict[str, Any]:
         seen.add((b["tag"], b["rank"]))
         expect = b.get("expect", {})
         _need(isinstance(expect, dict), where + ".expect", "must be an object")
-        shape = expect.get("shape")
-        _need(shape is None or (isinstance(shape, list) and all(d is None or _int(d)
-                                                                 for d in shape)),
-              where + ".expect.shape", "must be a list of integers or nulls")
+        known = _EXPECT[b["kind"]]
+        _need(set(expect) <= known, where + ".expect", f"a {b['kind']} binding may expect "
+              f"{', '.join(sorted(known))} only")
+        for key in ("shape", "label_shape"):
+            shape = expect.get(key)
+            _need(shape is None or (isinstance(shape, list) and len(shape) <= 8 and all(
+                d is None or (_int(d) and 0 <= d < 2**40) for d in shape)),
+                  f"{where}.expect.{key}", "must be a list of at most 8 integers or nulls")
+        _need(isinstance(expect.get("labels", False), bool), where + ".expect.labels",
+              "must be true or false")
+        if "architecture" in expect:
+            try:
+                architecture.parse(expect["architecture"])
+            except ProposalError as exc:
+                raise ProposalError(f"proposal {where}.expect.architecture: "
+                                    f"{exc.message}") from None
     reveal = p.get("reveal")
     _need(isinstance(reveal, dict), "reveal", "must be an object")
     for key in ("to", "result_to"):
@@ -165,13 +188,14 @@ def limits(p: dict[str, Any]) -> dict[str, float]:
 def check_against_store(p: dict[str, Any], rank: int, store: Any
                         ) -> dict[str, dict[str, dict[str, Any]]]:
     """What the party of ``rank`` needs to run ``p``: for every bound tag, the ranks that hold
-    it (a tag may be bound at several ranks: rows split across parties) with kind and, for
-    this party's own assets, the asset id.
+    it (a tag may be bound at several ranks: rows split across parties) with kind, what the
+    proposal states of it (``party_entry``) and, for this party's own assets, the asset id.
 
-    Raises ProposalError when this party's bindings do not match what it holds."""
+    Raises ProposalError when this party's bindings do not match what it holds: another kind,
+    another shape, no labels, another model than the one the proposal describes."""
     assets: dict[str, dict[str, dict[str, Any]]] = {}
     for b in p["bindings"]:
-        entry: dict[str, Any] = {"rank": b["rank"], "kind": b["kind"]}
+        entry = party_entry(b)
         if b["rank"] == rank:
             try:
                 asset = store.by_tag(b["tag"])
@@ -180,21 +204,82 @@ def check_against_store(p: dict[str, Any], rank: int, store: Any
             if asset.kind != b["kind"]:
                 raise ProposalError(f"'{b['tag']}' here is a {asset.kind}, but the job "
                                     f"expects a {b['kind']}")
-            if asset.kind == "dataset":
-                shape = asset.schema["shape"]
-                want = b.get("expect", {}).get("shape")
-                if want is not None and (len(want) != len(shape) or any(
-                        w is not None and w != s for w, s in zip(want, shape))):
-                    shown = ["any" if w is None else w for w in want]
-                    raise ProposalError(f"'{b['tag']}' here has shape {shape}, but the job "
-                                        f"expects {shown}")
-                label = asset.schema.get("label")
-                if b.get("expect", {}).get("labels") and not label:
-                    raise ProposalError(f"'{b['tag']}' here has no label column, but the job "
-                                        f"expects labels")
+            problem = expectation_problem(b, asset.schema)
+            if problem:
+                raise ProposalError(f"'{b['tag']}' here {problem}")
             entry["asset_id"] = asset.id
         assets.setdefault(b["tag"], {})[str(b["rank"])] = entry
     return assets
+
+
+def expectation_problem(b: dict[str, Any], schema: dict[str, Any]) -> str:
+    """How the asset of catalog ``schema`` differs from what binding ``b`` expects, as the end
+    of a sentence about the asset ('' when it does not): the one check of every ``expect``."""
+    expect = b.get("expect", {})
+    if b["kind"] == "model":
+        want = expect.get("architecture")
+        if want is None:
+            return ""
+        have = schema.get("architecture")
+        if have is None:
+            return ("has no architecture a proposal can carry (it was published by an older "
+                    "Parley, or its graph is too large): publish it again")
+        if not architecture.same(want, have):
+            return ("is not the model the job was proposed with: its architecture differs (it "
+                    "was published again, or replaced, since); send the job again")
+        return ""
+    shape = schema["shape"]
+    want = expect.get("shape")
+    if want is not None and not _fits(want, shape):
+        shown = ["any" if w is None else w for w in want]
+        return f"has shape {shape}, but the job expects {shown}"
+    label = schema.get("label")
+    if (expect.get("labels") or expect.get("label_shape") is not None) and not label:
+        return "has no label column, but the job expects labels"
+    want = expect.get("label_shape")
+    if want is not None and not _fits(want, label.get("shape") or [shape[0]]):
+        shown = ["any" if w is None else w for w in want]
+        return (f"has labels of shape {label.get('shape') or [shape[0]]}, but the job expects "
+                f"{shown}")
+    return ""
+
+
+def _fits(want: list[Any], shape: list[int]) -> bool:
+    return len(want) == len(shape) and all(w is None or w == s for w, s in zip(want, shape))
+
+
+def _concrete(shape: Any) -> bool:
+    return isinstance(shape, list) and all(_int(d) for d in shape)
+
+
+def party_entry(b: dict[str, Any]) -> dict[str, Any]:
+    """What a party process is told of binding ``b`` (node/jobapi.py): its rank and kind, and
+    what the proposal states of the asset, which every party then knows without asking its
+    owner: a dataset's concrete ``shapes`` (part -> shape; a part missing there does not
+    exist), a model's ``architecture``. A binding that states neither (a null dimension, or no
+    ``expect``) leaves the owner to say it at run time."""
+    entry: dict[str, Any] = {"rank": b["rank"], "kind": b["kind"]}
+    expect = b.get("expect", {})
+    if b["kind"] == "model":
+        if "architecture" in expect:
+            entry["architecture"] = expect["architecture"]
+    elif _concrete(expect.get("shape")):
+        entry["shapes"] = {"features": expect["shape"]}
+        if _concrete(expect.get("label_shape")):
+            entry["shapes"]["labels"] = expect["label_shape"]
+    return entry
+
+
+def expectations(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``expect`` of a binding to the asset of catalog ``schema``: what the orchestrator
+    states in a proposal (see the module docstring)."""
+    if kind == "model":
+        return {"architecture": schema["architecture"]}
+    label = schema.get("label")
+    out: dict[str, Any] = {"shape": list(schema["shape"]), "labels": bool(label)}
+    if label:
+        out["label_shape"] = list(label.get("shape") or [schema["shape"][0]])
+    return out
 
 
 def party_of(p: dict[str, Any], rank: int) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """What an owner needs to decide on a proposal, computed by their own node.
 
 For every proposal: the code that would run (the sent source, or the plan rendered by this
-node) with line numbers; which of this node's assets it reads, by tag; every point where a
-value is decrypted and to whom; what goes back to the orchestrator; the loops and a rough
-cost; a diff against the last version of this job the owner approved; and warnings. The
-static check (layer 2 of the jail) runs here first: a source it refuses is never shown for
-approval.
+node) with line numbers; which assets it reads, by tag and holder, with what the proposal
+states of each (a dataset's shape, a model's architecture: layers and parameter shapes, what
+every party learns of it); every point where a value is decrypted and to whom; what goes
+back to the orchestrator; the loops and a rough cost; a diff against the last version of
+this job the owner approved; and warnings. The static check (layer 2 of the jail) runs here
+first: a source it refuses is never shown for approval.
 
 Some leaks are beyond any sandbox: revealing a single row, or two aggregates whose difference
 is one person's value. The review makes reveals visible so a person can judge them.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from node import architecture
 from node import proposal as proposals
 from node.jail import static
 
@@ -56,13 +58,20 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
     info = static.check(source, entry)
     party_name = lambda r: names["parties"][str(r)]  # noqa: E731
     reads = []
+    stated_warnings = []
     for b in p["bindings"]:
         item = {"tag": b["tag"], "kind": b["kind"], "rank": b["rank"],
                 "holder": party_name(b["rank"]),
-                "here": b["rank"] == rank}
+                "here": b["rank"] == rank, **_stated(b)}
         if item["here"]:
             asset = store.by_tag(b["tag"])
-            item.update(asset_id=asset.id, name=asset.name, schema=asset.schema)
+            item.update(asset_id=asset.id, name=asset.name,
+                        schema={k: v for k, v in asset.schema.items() if k != "architecture"})
+            if item.get("constants"):
+                stated_warnings.append(
+                    f"the model '{b['tag']}' holds {item['constants']:,} constant values in its "
+                    f"graph: they are part of its architecture, which every party sees in the "
+                    f"clear")
         reads.append(item)
     reveals = [{"line": r.line, "dst": r.dst, "to": _recipient(names, r.dst),
                 "expr": r.expr_text} for r in info.reveals]
@@ -74,6 +83,7 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
     warnings = [f"the proposal calls {c['field']} "
                 f"'{c['claimed']}', but that key is known here as {c['known_as']}"
                 for c in claims]
+    warnings += stated_warnings
     warnings += list(info.warnings)
     if p["reveal"]["everyone"]:
         warnings.append("the reveal map lets get_plain_text() decrypt to every party")
@@ -113,6 +123,37 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
     }
 
 
+def _stated(b: dict[str, Any]) -> dict[str, Any]:
+    """What the proposal states of a bound asset, which every party learns: a dataset's shape
+    and labels' shape; a model's architecture as short lines (layers and parameter shapes)."""
+    expect = b.get("expect", {})
+    if b["kind"] == "model":
+        arch = expect.get("architecture")
+        if arch is None:
+            return {"architecture": None}
+        described = architecture.describe(arch)
+        return {"architecture": architecture.lines(described),
+                "constants": described["constants"]}
+    return {"shape": expect.get("shape"), "label_shape": expect.get("label_shape")}
+
+
+def stated_text(item: dict[str, Any]) -> str:
+    """A read's stated shape in a few words ('' for a model: its lines say it)."""
+    if item["kind"] == "model":
+        return "architecture not stated" if "architecture" in item and \
+            item["architecture"] is None else ""
+    if "shape" not in item:
+        return ""  # review material from before proposals stated shapes
+    shape = item["shape"]
+    if shape is None:
+        return "shape not stated"
+    words = "shape " + " × ".join("any" if d is None else str(d) for d in shape)
+    if item.get("label_shape") is not None:
+        words += ", labels " + " × ".join("any" if d is None else str(d)
+                                          for d in item["label_shape"])
+    return words
+
+
 def render_text(job: dict[str, Any]) -> str:
     """The review as `parley show` prints it."""
     r = job["detail"].get("review")
@@ -130,8 +171,11 @@ def render_text(job: dict[str, Any]) -> str:
     ]
     for item in r["reads"]:
         where = "HERE" if item["here"] else f"at {item['holder']}"
-        extra = f" = {item['name']} {item['schema'].get('shape', '')}" if item["here"] else ""
-        lines.append(f"  {item['tag']} ({item['kind']}, rank {item['rank']}, {where}){extra}")
+        extra = f" = {item['name']}" if item["here"] else ""
+        stated = stated_text(item)
+        lines.append(f"  {item['tag']} ({item['kind']}, rank {item['rank']}, {where}){extra}"
+                     + (f": {stated}" if stated else ""))
+        lines += [f"      {line}" for line in item.get("architecture") or []]
     lines.append("reveals:")
     for rv in r["reveals"] or [{"line": "-", "to": "nothing is decrypted", "expr": ""}]:
         lines.append(f"  line {rv['line']}: to {rv['to']}  {rv['expr']}")

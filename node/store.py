@@ -15,7 +15,10 @@ removed while the SQLite write lock is held, that clean-up cannot race an import
 another process, and removing an asset cannot delete a blob another import is about to claim.
 
 The store checks a model by converting it with CrypTen, once, at import: a model that would
-fail inside a job is refused when its owner can still do something about it.
+fail inside a job is refused when its owner can still do something about it. A model's schema
+carries its architecture (node/architecture.py: the graph without weights), which a job's
+proposal states so that every party builds the same graph; a graph too large for a proposal is
+refused at import too.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ class Store:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 self._remove_leftovers(db)
+                self._add_architectures(db)
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(
@@ -606,6 +610,36 @@ class Store:
         for _, trash in trashed:
             trash.unlink(missing_ok=True)
         logger.info("removed asset %s (%d blob(s) freed)", asset_id, len(trashed))
+
+    def _add_architectures(self, db: sqlite3.Connection) -> None:
+        """Give a model imported before schemas carried its architecture one (None when its
+        graph is too large for a proposal). Write lock held; once per such model."""
+        from node import architecture
+
+        rows = db.execute(
+            "SELECT id, schema, content_blob FROM assets WHERE kind = 'model'"
+        ).fetchall()
+        for asset_id, text, blob in rows:
+            schema = json.loads(text)
+            if "architecture" in schema:
+                continue
+            try:
+                data = self._blob_path(blob).read_bytes()
+            except OSError as exc:
+                logger.warning("model %s: cannot read its content to describe its "
+                               "architecture (%s)", asset_id, exc)
+                continue
+            try:
+                schema["architecture"] = architecture.of_model(data)
+            except ModelError:
+                schema["architecture"] = None  # too large: a job cannot carry it
+            except Exception as exc:  # noqa: BLE001 - a damaged file: left as it was, said once
+                logger.warning("model %s: its content is not a readable ONNX model (%s)",
+                               asset_id, type(exc).__name__)
+                continue
+            db.execute("UPDATE assets SET schema = ? WHERE id = ?",
+                       (json.dumps(schema, sort_keys=True), asset_id))
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'")
 
     def _remove_leftovers(self, db: sqlite3.Connection) -> None:
         """Delete temporary files and unclaimed blobs left by a crash. Write lock held."""
@@ -1076,6 +1110,8 @@ def _check_model(data: bytes, label: str) -> dict[str, Any]:
     import onnx
     from google.protobuf.message import DecodeError
 
+    from node import architecture
+
     not_onnx = (
         f"{label} is not an ONNX model; export it with torch.onnx.export, or import the PyTorch "
         "module itself"
@@ -1108,6 +1144,8 @@ def _check_model(data: bytes, label: str) -> dict[str, Any]:
         "ops": ops,
         "parameters": int(sum(math.prod(t.dims) for t in graph.initializer)),
         "opset": int(opset),
+        # what a job's proposal carries so that every party builds the same graph
+        "architecture": architecture.of_model(data, label),
     }
 
 

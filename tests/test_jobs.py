@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import time
@@ -10,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from node import proposal as proposals
 from node.client import NodeClient, results
 from node.errors import ParleyError
+from node.identity import NodeIdentity
 from node.localnet import LocalNode, party_pids
+from node.wire import canonical
 from tests.conftest import JOB_TIMEOUT, wait_until
 from tests.peerclient import peer_request
 
@@ -265,23 +269,37 @@ def test_refusals_are_clear_and_lose_nothing(make_node, tmp_path):
     alice.client.publish(write_csv(tmp_path / "a.csv", np.ones((5, 4))), tags=["nums"])
     source = "def run(crypten):\n    return 1\n"
 
-    # an unknown tag: refused at proposal time, naming the node and the tag
-    job = alice.client.submit(spec([alice, bob], source, [("no-such-tag", 1, "dataset")]))
-    done = alice.client.wait(job["id"], timeout=30)
-    assert done["state"] == "failed"
-    assert "bob refused the proposal" in done["reason"] and "no-such-tag" in done["reason"]
+    # an unknown tag: refused when submitted (the orchestrator reads each holder's catalog to
+    # state the asset's shape in the proposal), naming the node and the tag; nothing is sent
+    with pytest.raises(ParleyError, match="the job was not sent: bob holds no asset tagged "
+                                          "'no-such-tag'"):
+        alice.client.submit(spec([alice, bob], source, [("no-such-tag", 1, "dataset")]))
 
     # an asset of the wrong shape
     body = spec([alice, bob], source, [("nums", 0, "dataset")])
     body["bindings"][0]["expect"] = {"shape": [None, 30]}
-    done = alice.client.wait(alice.client.submit(body)["id"], timeout=30)
-    assert done["state"] == "failed"
-    assert "shape [5, 4]" in done["reason"] and "expects ['any', 30]" in done["reason"]
+    with pytest.raises(ParleyError, match=r"'nums' at alice has shape \[5, 4\], but the job "
+                                          r"expects \['any', 30\]"):
+        alice.client.submit(body)
 
     # a model where a dataset is expected
-    done = alice.client.wait(alice.client.submit(
-        spec([alice, bob], source, [("nums", 0, "model")]))["id"], timeout=30)
-    assert "is a dataset" in done["reason"]
+    with pytest.raises(ParleyError, match="'nums' at alice is a dataset, not a model"):
+        alice.client.submit(spec([alice, bob], source, [("nums", 0, "model")]))
+    assert alice.client.jobs() == [] and bob.client.jobs() == []
+
+    # a proposal written by hand reaches the party: its node refuses what it cannot provide
+    job = alice.client.submit(spec([alice, bob], source, [("nums", 0, "dataset")]))
+    p = alice.client.orchestration(job["id"])["proposal"]
+    assert p["bindings"][0]["expect"] == {"shape": [5, 4], "labels": False}
+    assert alice.client.wait(job["id"], timeout=JOB_TIMEOUT)["state"] == "succeeded"
+    forged = {**p, "job_id": "j-00000000000000f0",
+              "bindings": [{"tag": "no-such-tag", "rank": 1, "kind": "dataset"}]}
+    signature = base64.b64encode(NodeIdentity.load_or_create(alice.data_dir).sign(canonical(
+        {"proposal": proposals.proposal_hash(forged)}))).decode()
+    status, problem = peer_request(alice.data_dir, bob.peer_url, bob.node_id, "POST",
+                                   "/peer/v1/proposals", {"proposal": forged, "rank": 1,
+                                                          "signature": signature})
+    assert status == 422 and "cannot provide 'no-such-tag'" in problem["detail"], problem
 
     # a malformed proposal straight to the peer API, signed by a paired node: a problem
     # document, nothing stored

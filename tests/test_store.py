@@ -20,6 +20,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from node import architecture
 from node.compat import onnx_bytes_from_pytorch
 from node.errors import DatasetError, ModelError, StoreError, UnknownAsset
 from node.store import Store
@@ -357,6 +358,7 @@ def test_torch_mlp_imports_with_schema(store: Store, mlp_onnx: bytes, tmp_path: 
         "ops": ["Gemm", "Relu"],
         "parameters": 4 * 8 + 8 + 8 * 2 + 2,
         "opset": 17,
+        "architecture": architecture.of_model(mlp_onnx),  # what a job's proposal carries
     }
     assert store.model_bytes(asset) == mlp_onnx  # stored exactly as given
     assert store.content_path(asset).suffix == ".onnx"

@@ -70,6 +70,7 @@ def test_a_proposal_arrives_live_and_approving_its_review_runs_it(make_node, con
     assert len(dialog.source_view.extraSelections()) == 1  # the reveal's line is marked
     summary = dialog.summary_text()
     assert "bob numbers" in summary and "tag nums" in summary  # the asset of bob it reads
+    assert "dataset, 4 × 3)" in summary  # its shape, as the proposal states it to every party
     assert "line 3: to rank 0 (alice)" in summary  # the reveal and who receives it
     assert "Goes back to alice" in summary
     assert dialog.warnings_label.isVisibleTo(dialog)
@@ -82,6 +83,43 @@ def test_a_proposal_arrives_live_and_approving_its_review_runs_it(make_node, con
         "approved by the owner"
     qtbot.waitUntil(lambda: ("decided", "job", job_id) in inbox.items(), timeout=WAIT_MS)
     assert inbox.pending_count == 0
+
+
+def _model_named(weight: str) -> bytes:
+    """y = x W^T + b for 3 inputs, its weight called ``weight`` (a name its owner chose)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", weight, "b"], ["y"], alpha=1.0, beta=1.0, transB=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(np.ones((2, 3), dtype=np.float32), weight),
+         numpy_helper.from_array(np.zeros(2, dtype=np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+def test_the_review_shows_a_models_architecture_escaped(make_node, connect, keep, qtbot,
+                                                        tmp_path):
+    """bob reviews an inference of alice's model on his rows: the layers and parameter shapes
+    every party will build are listed, and the names from alice's model are shown as text."""
+    alice, bob = _nodes(make_node, tmp_path)
+    weird = "w<b>bold</b>\x1b[2J"
+    (tmp_path / "m.onnx").write_bytes(_model_named(weird))
+    alice.client.publish(tmp_path / "m.onnx", tags=["risk"])
+    inbox = _inbox(qtbot, keep, connect(bob))
+    with qtbot.waitSignal(inbox.sig_pending_changed, timeout=WAIT_MS):
+        job = alice.client.submit({
+            "title": "inference", "parties": [alice.party.spec(), bob.party.spec()],
+            "plan": {"kind": "inference", "model": {"tag": "risk", "rank": 0},
+                     "data": {"tag": "nums", "rank": 1}, "output_to": 1}})
+    dialog = _review(qtbot, inbox, job["id"])
+    summary = dialog.summary_text()
+    assert "risk at alice (model)" in summary
+    assert "Gemm  w<b>bold</b>\\x1b[2J 2×3, b 2" in summary  # escaped, not markup
+    assert "8 parameters in 2 tensors" in summary
+    assert "\x1b" not in summary and "<b>bold" not in dialog.summary.toHtml()
 
 
 def test_rejecting_with_a_reason_tells_the_orchestrator(make_node, connect, keep, qtbot,
