@@ -46,7 +46,8 @@ DEBOUNCE_MS = 150
 COLUMNS = ["What", "From", "Kind", "State", "Received"]
 ITEM_ROLE = Qt.ItemDataRole.UserRole
 STATE_WORDS = {
-    "awaiting_approval": "waiting for you", "approved": "approved", "starting": "starting",
+    "awaiting_approval": "waiting for you", "approved": "approved", "queued": "queued",
+    "starting": "starting",
     "running": "running", "succeeded": "succeeded", "failed": "failed",
     "rejected": "rejected", "cancelled": "cancelled", "proposed": "arriving",
 }

@@ -64,6 +64,7 @@ LIGHTS: dict[str, tuple[QColor, str]] = {
     "awaiting_approval": (WARNING, "waiting for approval"),
     "approved": (QColor("#00897b"), "approved"),
     "rejected": (ERROR, "rejected"),
+    "queued": (QColor("#90a4ae"), "queued"),
     "starting": (QColor("#64b5f6"), "starting"),
     "running": (QColor("#1565c0"), "running"),
     "succeeded": (OK, "done"),
@@ -73,7 +74,8 @@ LIGHTS: dict[str, tuple[QColor, str]] = {
 }
 PHASE_OF_STATE = {
     "proposed": "sending the proposal", "awaiting_approval": "waiting for its owner",
-    "approved": "waiting for the others", "starting": "starting its process",
+    "approved": "waiting for the others", "queued": "waiting for room on its node",
+    "starting": "starting its process",
     "running": "computing", "succeeded": "finished", "failed": "ended",
     "cancelled": "stopped", "rejected": "refused", "unknown": "not answering",
 }
@@ -588,7 +590,8 @@ class JobsView(QWidget):
                 phase = PARTY_PHASES.get(local[1], local[1])
         if job_state in ENDED and state in ("starting", "running"):
             phase = "being stopped"  # the job ended; this party's end is not recorded yet
-        elif job_state in ENDED and state in ("proposed", "awaiting_approval", "approved"):
+        elif job_state in ENDED and state in ("proposed", "awaiting_approval", "approved",
+                                              "queued"):
             phase = "never started"
         phase = phase or PHASE_OF_STATE.get(state, state)
         rounds = progress.get("rounds", stats.get("rounds"))

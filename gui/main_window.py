@@ -63,6 +63,36 @@ STATUS_EVENTS = ("peer.", "pairing.", "job.state")
 NODE_START_TIMEOUT_S = 90.0
 
 
+def worker_summary(pool: dict[str, Any] | None) -> str:
+    """The status bar's short word on the pool of warm party workers."""
+    if not pool:
+        return "workers: ?"
+    if not pool.get("size"):
+        return "warm workers: off"
+    return f"warm workers: {pool.get('ready', 0)}/{pool['size']}"
+
+
+def worker_details(status: dict[str, Any]) -> str:
+    pool = status.get("warm_workers") or {}
+    parties = status.get("parties") or {}
+    lines = []
+    if pool.get("size"):
+        lines.append(f"{pool.get('ready', 0)} of {pool['size']} party processes ready ahead of "
+                     f"jobs ({pool.get('memory_bytes', 0) / 2**20:.0f} MB); a job takes one "
+                     f"and it serves that job only")
+        if pool.get("starting"):
+            lines.append(f"{pool['starting']} starting")
+        if pool.get("paused"):
+            lines.append(f"refill paused: {pool['paused']}")
+    else:
+        lines.append("No warm workers (parley node --warm-workers 0): each job starts its "
+                     "party process cold, about 2 s later")
+    if parties:
+        lines.append(f"This node computes in at most {parties.get('max')} jobs at once; "
+                     f"{parties.get('queued', 0)} waiting")
+    return "\n".join(lines)
+
+
 class MainWindow(QMainWindow):
     """Parley's window onto one node (the node of ``conn.data_dir``)."""
 
@@ -153,6 +183,8 @@ class MainWindow(QMainWindow):
                          ("address", "Where peers reach this node"),
                          ("peers", "Nodes this node has paired with"),
                          ("jobs", "Jobs running on this node now"),
+                         ("workers", "Party processes started ahead of jobs, so that a job "
+                                     "starts at once"),
                          ("jail", ("How job code is confined on this machine (Settings says "
                                   "more)"))):
             label = QLabel("…")
@@ -298,8 +330,12 @@ class MainWindow(QMainWindow):
         jobs = counts.get("running_jobs")
         labels["peers"].setText("peers: ?" if peers is None else
                                 f"{peers} paired peer{'' if peers == 1 else 's'}")
+        queued = counts.get("queued_jobs") or 0
         labels["jobs"].setText("jobs: ?" if jobs is None else
-                               f"{jobs} job{'' if jobs == 1 else 's'} running")
+                               f"{jobs} job{'' if jobs == 1 else 's'} running"
+                               + (f", {queued} queued" if queued else ""))
+        labels["workers"].setText(worker_summary(status.get("warm_workers")))
+        labels["workers"].setToolTip(worker_details(status))
         level, _rows, _source = isolation_summary(status)
         labels["jail"].setText(f"jail: {level}")
         labels["jail"].setStyleSheet(f"background-color: {(OK if level == 'full' else WARNING).name()};"

@@ -63,7 +63,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     server = NodeServer(path, args.name or path.name, host=args.host, peer_port=args.port,
                         admin_port=args.admin_port, auto_approve=args.auto_approve,
                         accept_reduced_isolation=args.accept_reduced_isolation,
-                        mdns=not args.no_mdns, mdns_interfaces=args.mdns_interface or None)
+                        mdns=not args.no_mdns, mdns_interfaces=args.mdns_interface or None,
+                        warm_workers=args.warm_workers, max_parties=args.max_jobs)
     asyncio.run(serve_forever(server))
     return 0
 
@@ -90,6 +91,38 @@ def _shape(asset: dict[str, Any]) -> str:
         return "x".join(str(d) for d in schema["shape"]) + label
     ins = schema.get("inputs", [{}])[0].get("shape", [])
     return "in " + "x".join("?" if d is None else str(d) for d in ins)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print(args, _client(args).status(), _status_text)
+    return 0
+
+
+def _status_text(s: dict[str, Any]) -> str:
+    counts, parties, warm = s["counts"], s["parties"], s["warm_workers"]
+    confinement = s.get("confinement", {})
+    pool = (f"{warm['ready']} of {warm['size']} ready"
+            + (f", {warm['starting']} starting" if warm["starting"] else "")
+            + f", {warm['memory_bytes'] / 2**20:.0f} MB"
+            + (f" (refill paused: {warm['paused']})" if warm["paused"] else "")
+            if warm["size"] else "off (every job starts its party process cold)")
+    stall = s.get("loop", {})
+    lines = [
+        f"node {s['name']} ({s['id']}), Parley {s['version']}",
+        f"  peer API     {s['url']}",
+        f"  data dir     {s['data_dir']}",
+        f"  jail         {'complete' if confinement.get('complete') else 'reduced'}",
+        f"  peers        {counts['paired_peers']} paired, {counts['pending_pairings']} "
+        f"pairing request(s) waiting",
+        f"  inbox        {counts['pending_proposals']} proposal(s) waiting for you",
+        f"  jobs         {parties['running']} running here (at most {parties['max']} at once), "
+        f"{parties['queued']} queued",
+        f"  warm workers {pool}",
+    ]
+    if stall:
+        lines.append(f"  event loop   longest stall {stall['longest_stall_ms']:.0f} ms since "
+                     f"start, {stall['last_stall_ms']:.0f} ms in the last minute")
+    return "\n".join(lines)
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
@@ -457,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse over mDNS")
     p.add_argument("--mdns-interface", action="append", default=[],
                    help="IPv4 address to use for mDNS (repeat; default: all interfaces)")
+    p.add_argument("--warm-workers", type=int, default=None, metavar="N",
+                   help="party processes kept started ahead of jobs, about 240 MB each "
+                        "(default 2, at most 8; 0 turns the pool off)")
+    p.add_argument("--max-jobs", type=int, default=None, metavar="N",
+                   help="jobs this node computes in at once; more wait, queued (default: one "
+                        "per core, at least 2)")
+
+    add("status", cmd_status, "this node: address, jail, peers, inbox, jobs, warm workers")
 
     p = add("publish", cmd_publish, "import a dataset (.csv, .npy) or model (.onnx)")
     p.add_argument("file")

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from node.errors import (Forbidden, ImportCancelled, JobStateError, ParleyError,
                          UnknownPeer)
 from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.jobs import JobBook, JobRecord
-from node.runner import PartyProcess, SpawnLauncher, interface_of, party_threads
+from node.runner import (MIN_FREE_MEMORY, PartyLauncher, PartyProcess, available_memory,
+                         interface_of, parties_on_host, party_threads)
 from node.store import Asset, Store
 from node.trust import Trust
 
@@ -32,12 +34,71 @@ ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 MAX_OUTPUT_LINES = 200  # of a job's print() kept with the job (the party's log has up to 64 kB)
 logger = logging.getLogger(__name__)
 PARTY = Role.PARTY
+DEFAULT_WARM_WORKERS = 2
+
+
+def default_max_parties() -> int:
+    """Party processes a node runs at once unless told: one per core, and at least two."""
+    return max(2, os.cpu_count() or 1)
+
+
+def _preload() -> None:
+    """Import now what the node needs later for models and mock data: importing onnx builds
+    protobuf descriptors while holding the GIL, which stalled the loop for 1.1 s when the
+    first job's proposal was checked. Done once, as the node starts."""
+    import numpy  # noqa: F401
+    import onnx  # noqa: F401
+
+
+class LoopProbe:
+    """How late the node's event loop wakes a timer: anything that blocks the loop (a slow
+    handler, storage work not moved to a thread, a C extension holding the GIL) shows as a
+    stall, and stalls delay every peer, the GUI and the parties' events."""
+
+    PERIOD_S = 0.02
+    RECORD_S = 0.02
+    KEEP = 50  # the latest stalls over RECORD_S, with when they happened
+
+    def __init__(self) -> None:
+        self.longest_s = 0.0
+        self.stalls: list[tuple[float, float]] = []  # (wall-clock time, seconds)
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.PERIOD_S)
+            stall = time.monotonic() - before - self.PERIOD_S
+            self.longest_s = max(self.longest_s, stall)
+            if stall > self.RECORD_S:
+                self.stalls = [*self.stalls[-(self.KEEP - 1):], (time.time(), stall)]
+                if stall > 0.2:
+                    logger.warning("the event loop stalled for %.0f ms", stall * 1e3)
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {"longest_stall_ms": round(self.longest_s * 1e3, 1),
+                "last_stall_ms": round(max((x for t, x in self.stalls if now - t < 60),
+                                           default=0.0) * 1e3, 1),
+                "stalls": [[round(t, 3), round(x * 1e3, 1)] for t, x in self.stalls]}
+
+
+@dataclass
+class _QueuedStart:
+    """What it takes to launch one party of an approved job (now, or when there is room)."""
+
+    spec: dict[str, Any]
+    blobs: list[bytes]
+    limit_s: float
+    server: Any  # rank 0's rendezvous server, or None
+    same_host: int  # parties of this job on this machine
 
 
 class Node:
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1",
                  auto_approve: bool = False, launcher: Any = None,
-                 accept_reduced_isolation: bool = False) -> None:
+                 accept_reduced_isolation: bool = False,
+                 warm_workers: int = DEFAULT_WARM_WORKERS, max_parties: int | None = None
+                 ) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
@@ -50,9 +111,13 @@ class Node:
         self.audit = self.trust.audit
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir, self.events)
-        self.launcher = launcher or SpawnLauncher(data_dir / "party-logs")
+        self.launcher = launcher or PartyLauncher(data_dir / "party-logs", warm=warm_workers)
+        self.max_parties = max(1, max_parties or default_max_parties())
         self.peer_url = ""
         self._runs: dict[str, PartyProcess] = {}
+        self._starting: set[str] = set()  # taking a party process now
+        self._queue: dict[str, _QueuedStart] = {}  # approved, started, waiting for room
+        self.loop_probe = LoopProbe()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._imports: dict[str, Any] = {}
         self._migrate_name_policies()
@@ -68,7 +133,17 @@ class Node:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def start(self) -> None:
+        """On the running loop: fill the pool of warm party workers, and watch the loop."""
+        self.launcher.start()
+        self.spawn(self.loop_probe.run())
+        self.spawn(asyncio.to_thread(_preload))
+
     async def close(self) -> None:
+        for job_id, start in list(self._queue.items()):
+            if start.server is not None:
+                await start.server.close()
+            self._queue.pop(job_id, None)
         for run in list(self._runs.values()):
             run.kill("the node is stopping")
         for task in list(self._tasks):
@@ -175,6 +250,7 @@ class Node:
     def status(self) -> dict[str, Any]:
         """What the owner's status bar shows; cheap enough to ask on every event."""
         running = self.jobs.list(states=[JobState.STARTING, JobState.RUNNING])
+        queued = self.jobs.list(role=PARTY, states=[JobState.QUEUED])
         pending = self.jobs.list(role=PARTY, states=[JobState.AWAITING_APPROVAL])
         return {
             **self.identity(), "host": self.host, "port": self.trust.peer_port,
@@ -182,9 +258,14 @@ class Node:
             "accept_reduced_isolation": self.accept_reduced_isolation,
             "data_dir": str(self.data_dir), "catalog_version": self.store.catalog_version(),
             "event_seq": self.events.last_seq(), "version": __version__,
+            "parties": {"running": len(self._runs), "max": self.max_parties,
+                        "queued": len(self._queue)},
+            "warm_workers": self.launcher.status(),
+            "loop": self.loop_probe.status(),
             "counts": {
                 "paired_peers": len(self.trust.peers.paired()),
                 "running_jobs": len({j.id for j in running}),
+                "queued_jobs": len(queued),
                 "pending_proposals": len(pending),
                 "pending_pairings": sum(1 for p in self.trust.list_pairings()
                                         if p["state"] == "pending" and p["direction"] == "in"
@@ -379,6 +460,8 @@ class Node:
 
     async def start_party(self, job_id: str, rendezvous: str | None,
                           sender: str | None = None) -> dict[str, Any]:
+        """Start this node's party of an approved job now, or queue it until this node has
+        room (``max_parties`` party processes at once, and ``MIN_FREE_MEMORY`` to spare)."""
         job = self.jobs.get(job_id, PARTY)
         self._from_orchestrator(job, sender)
         if job.state != "approved":
@@ -403,41 +486,95 @@ class Node:
             "blobs": blob_index, "result_to": reveal["result_to"],
             "reveal": {"to": reveal["to"], "everyone": reveal["everyone"],
                        "budget": reveal["budget"]},
-            "threads": party_threads(world), "gloo_ifname": interface_of(self.host),
+            "gloo_ifname": interface_of(self.host),
             "precision_bits": p.get("crypten", {}).get("precision_bits", 16),
             "timeouts": {"rendezvous": limits["rendezvous_timeout_s"],
                          "op": limits["op_timeout_s"]},
             "limits": {"cpu_s": limits["time_s"] * 2, "memory_bytes": int(limits["memory_mb"])
                        << 20, "log_bytes": 1 << 20},
         }
+        start = _QueuedStart(spec, blobs, limits["time_s"], server, self._same_host(p))
+        if self._room():
+            await self._launch(job_id, start)
+            return {"rendezvous": rendezvous, "state": "starting"}
+        self._queue[job_id] = start
+        self.jobs.transition(job_id, PARTY, JobState.QUEUED,
+                             f"waiting for room: this node runs {len(self._runs)} "
+                             f"part{'y' if len(self._runs) == 1 else 'ies'} at once at most")
+        self.audit.append("run", job=job_id, event="queued", rank=job.rank)
+        return {"rendezvous": rendezvous, "state": "queued"}
+
+    def _room(self) -> bool:
+        """Room for one more party process now: fewer than ``max_parties`` run, and the
+        machine has ``MIN_FREE_MEMORY`` available."""
+        busy = len(self._runs) + len(self._starting)
+        if busy >= self.max_parties:
+            return False
+        free = available_memory()
+        return free is None or free >= MIN_FREE_MEMORY or not busy
+
+    def _same_host(self, p: dict[str, Any]) -> int:
+        """How many parties of ``p`` run on this machine, this one included."""
+        def host_of(node_id: str) -> str:
+            try:
+                return self.trust.peers.get(node_id).host
+            except ParleyError:
+                return ""
+
+        return parties_on_host(p["parties"], self.node_id, self.host, host_of)
+
+    async def _launch(self, job_id: str, start: _QueuedStart) -> None:
+        self._starting.add(job_id)  # before any wait: this job holds its room
+        spec = start.spec
+        # the cores of this machine, shared by this job's parties here and the other jobs
+        # running here now
+        spec["threads"] = party_threads(start.same_host + len(self._runs))
 
         async def close_rendezvous() -> None:
-            if server is not None:
-                await server.close()
-                if server.refused:
-                    self.audit.append("refusal", job=job_id, connections=server.refused,
+            if start.server is not None:
+                await start.server.close()
+                if start.server.refused:
+                    self.audit.append("refusal", job=job_id, connections=start.server.refused,
                                       reason="a connection to the job's rendezvous did not "
                                              "prove the job's key")
 
         async def supervise(run: PartyProcess) -> None:
             try:
-                await self._supervise(job_id, run, spec, blobs, limits["time_s"])
+                await self._supervise(job_id, run, spec, start.blobs, start.limit_s)
             finally:
                 await close_rendezvous()
+                self._start_queued()
 
         try:
             self.jobs.transition(job_id, PARTY, "starting", "")
+            self.jobs.update(job_id, PARTY, detail={"threads": spec["threads"]})
             run = await self.launcher.launch(job_id, spec["threads"])
         except BaseException as exc:
+            self._starting.discard(job_id)
             await close_rendezvous()
             if isinstance(exc, OSError):
                 self.jobs.transition(job_id, PARTY, "failed", f"could not start a party "
                                      f"process: {exc}")
             raise
+        self._starting.discard(job_id)
         self._runs[job_id] = run
-        self.audit.append("run", job=job_id, event="started", rank=job.rank)
+        self.audit.append("run", job=job_id, event="started", rank=spec["rank"],
+                          threads=spec["threads"], warm=run.warm)
         self.spawn(supervise(run))
-        return {"rendezvous": rendezvous, "state": "starting"}
+
+    def _start_queued(self) -> None:
+        """A party ended: start the queued jobs that now have room, oldest first."""
+        while self._queue and self._room():
+            job_id, start = next(iter(self._queue.items()))
+            del self._queue[job_id]
+            self._starting.add(job_id)  # holds its room from now on
+            self.spawn(self._launch_logged(job_id, start))
+
+    async def _launch_logged(self, job_id: str, start: _QueuedStart) -> None:
+        try:
+            await self._launch(job_id, start)
+        except Exception:  # noqa: BLE001 - the job is failed already where it could tell
+            logger.exception("queued job %s could not start", job_id)
 
     async def _assets_for(self, p: dict[str, Any], rank: int
                           ) -> tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]:
@@ -495,8 +632,9 @@ class Node:
     def _record_outcome(self, job_id: str, outcome: Any) -> None:
         if outcome.state == JobState.SUCCEEDED and outcome.released:
             self.jobs.update(job_id, PARTY, result={"value": outcome.result})
+        threads = self.jobs.get(job_id, PARTY).detail.get("threads")
         self.jobs.update(job_id, PARTY, detail={"timings": outcome.timings,
-                                                "stats": outcome.stats,
+                                                "stats": {**outcome.stats, "threads": threads},
                                                 "failure_kind": FailureKind(outcome.kind or "")})
         try:
             self.jobs.transition(job_id, PARTY, outcome.state, outcome.reason)
@@ -514,6 +652,9 @@ class Node:
         if run is not None:
             run.kill(reason)
             return job
+        queued = self._queue.pop(job_id, None)
+        if queued is not None and queued.server is not None:
+            await queued.server.close()
         if not job.terminal:
             job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
         return job

@@ -151,7 +151,9 @@ def party_line(done: dict[str, Any]) -> str:
     for rank, party in sorted(done["detail"]["parties"].items()):
         t = party.get("timings", {})
         s = party.get("stats", {})
-        parts.append(f"{party['name']}: start {t.get('import_s', 0):.1f}s, rendezvous "
+        start = (f"warm worker, start {t.get('imported_at_s', 0):.2f}s" if t.get("warm")
+                 else f"cold start {t.get('imported_at_s', t.get('import_s', 0)):.1f}s")
+        parts.append(f"{party['name']}: {start}, rendezvous "
                      f"{t.get('rendezvous_s', 0):.2f}s, load {t.get('load_s', 0):.2f}s, compute "
                      f"{t.get('compute_s', 0):.2f}s, {s.get('rounds', 0)} rounds, "
                      f"{s.get('bytes', 0) / 1e6:.2f} MB")

@@ -50,6 +50,7 @@ class JobState(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVED = "approved"
     REJECTED = "rejected"
+    QUEUED = "queued"  # approved and started, waiting for room on a party's node
     STARTING = "starting"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -37,8 +37,11 @@ TERMINAL = frozenset({S.REJECTED, S.SUCCEEDED, S.FAILED, S.CANCELLED})
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.PROPOSED: frozenset({S.AWAITING_APPROVAL, S.APPROVED, S.REJECTED, S.CANCELLED, S.FAILED}),
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.FAILED}),
-    S.APPROVED: frozenset({S.STARTING, S.CANCELLED, S.FAILED}),
-    S.STARTING: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.APPROVED: frozenset({S.QUEUED, S.STARTING, S.CANCELLED, S.FAILED}),
+    # a party's node queues a job until it has room; an orchestrator shows a job as queued
+    # while any of its parties is
+    S.QUEUED: frozenset({S.STARTING, S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.STARTING: frozenset({S.QUEUED, S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
 }
 
@@ -201,7 +204,8 @@ class JobBook:
     def fail_interrupted(self) -> list[str]:
         """At start: a party that was live when the node stopped died with it. (A job this
         node orchestrated is picked up again: Orchestrator.resume_interrupted.)"""
-        live = [r for r in self.list(role="party") if r.state in ("starting", "running")]
+        live = [r for r in self.list(role="party")
+                if r.state in ("queued", "starting", "running")]
         for rec in live:
             reason = f"the node stopped while the job was {rec.state}; run it again"
             with self._lock:

@@ -23,8 +23,10 @@ class LocalNode:
     """A ``parley node`` child process with its own data dir."""
 
     def __init__(self, name: str, data_dir: Path, auto_approve: bool = False,
-                 extra_args: tuple[str, ...] = ("--no-mdns",)) -> None:
+                 extra_args: tuple[str, ...] = ("--no-mdns",), warm_workers: int | None = None
+                 ) -> None:
         self.name = name
+        self.warm_workers = warm_workers
         self.data_dir = Path(data_dir)
         self.auto_approve = auto_approve
         self.extra_args = extra_args
@@ -43,6 +45,8 @@ class LocalNode:
             cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
         if self.auto_approve:
             cmd.append("--auto-approve")
+        if self.warm_workers is not None:
+            cmd += ["--warm-workers", str(self.warm_workers)]
         log = os.fdopen(os.open(self.data_dir / "node.log", os.O_WRONLY | os.O_CREAT |
                                 os.O_APPEND, 0o600), "ab")  # the node's data dir is private
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -114,9 +118,17 @@ class LocalNode:
 
 
 def party_pids(data_dir: Path) -> list[int]:
-    """Party processes (``python -m node.party``) whose parent is the node of ``data_dir``."""
+    """Party processes (``python -m node.party``) of the node of ``data_dir`` that serve a job
+    (not its idle warm workers, whose log is still a ``warm-`` file)."""
     info = json.loads((Path(data_dir) / "node.json").read_text())
-    return all_party_processes(parent=info["pid"])
+    serving = []
+    for pid in all_party_processes(parent=info["pid"]):
+        try:
+            if not Path(os.readlink(f"/proc/{pid}/fd/2")).name.startswith("warm-"):
+                serving.append(pid)
+        except OSError:
+            continue
+    return serving
 
 
 def all_party_processes(parent: int | None = None) -> list[int]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import sys
 import threading
@@ -103,6 +104,7 @@ from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
 
 _IMPORT_S = time.perf_counter() - _T0
+_CPU_AT_SPEC = 0.0
 MAX_RESULT_BYTES = 16 << 20
 
 
@@ -129,6 +131,12 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, RuntimeError) and ("timed out" in low or "timeout" in low):
         return "peer_timeout", "another party stopped answering (timed out waiting for it)"
     return "job_error", f"{type(exc).__name__}{where}: {text}"
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process so far (every thread), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _read_assets(spec: dict[str, Any]) -> None:
@@ -241,7 +249,9 @@ def run(spec: dict[str, Any]) -> int:
         released=released,
         value=encoded,
         revealed=reveal.used,
-        timings={"import_s": _IMPORT_S, "compute_s": compute_s, "load_s": api.load_s},
+        timings={"import_s": _IMPORT_S, "compute_s": compute_s, "load_s": api.load_s,
+                 "reveal_s": reveal.seconds, "cpu_s": _cpu_seconds() - _CPU_AT_SPEC,
+                 "cpu_import_s": _CPU_AT_SPEC},
         stats={"rounds": int(stats["rounds"]), "bytes": int(stats["bytes"]),
                "comm_s": float(stats["time"])},
     )
@@ -254,6 +264,9 @@ def main() -> None:
         line = sys.stdin.buffer.readline()
         if os.getppid() != _parent:
             os._exit(3)
+        global _CPU_AT_SPEC
+        _CPU_AT_SPEC = _cpu_seconds()  # what the job costs counts from here (a warm worker
+        # imported long before)
         spec = json.loads(line)
         _read_assets(spec)
         _watch_life_line()

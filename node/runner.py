@@ -1,10 +1,10 @@
 """Start, supervise and stop party processes (node/party.py), one per job on this node.
 
-A ``Launcher`` turns a party spec into a running ``PartyProcess``. ``SpawnLauncher`` starts a
-fresh interpreter per job; a warm pool can implement the same interface by starting workers
-ahead of time (party.py imports torch and CrypTen before it reads its spec) and giving each
-worker exactly one job, so isolation is the same. The process gets an almost empty
-environment: nothing of the node's (no data dir, no token) is inherited.
+``PartyLauncher`` gives each job a party process of its own (``PartyProcess``), taken from a
+small pool of warm workers started ahead of time (party.py imports torch and CrypTen before it
+reads its spec; each worker serves one job only, so isolation is that of a fresh process), or
+started cold when none is there. The process gets an almost empty environment: nothing of the
+node's (no data dir, no token) is inherited.
 
 The supervisor reads the party's events, enforces the whole-job time limit, and turns every
 way a party can end into one outcome with a reason a person can act on.
@@ -59,9 +59,25 @@ def interface_of(address: str) -> str | None:
     return loopback if address.startswith("127.") else None
 
 
-def party_threads(world_size: int) -> int:
-    """Threads per party: cores shared between the parties on this host (shared/PLATFORM.md)."""
-    return max(1, (os.cpu_count() or 1) // max(1, world_size))
+def parties_on_host(parties: list[dict[str, Any]], me: str, host: str,
+                    host_of: Callable[[str], str]) -> int:
+    """How many of a job's ``parties`` run on this machine (``me`` included): those whose
+    node has this node's address ``host`` (``host_of`` a node id: its address in the peer
+    book), counting every loopback address as one. Parties on other machines bring their
+    own cores."""
+    def local(address: str) -> bool:
+        return address == host or (address.startswith("127.") and host.startswith("127."))
+
+    count = sum(1 for q in parties
+                if q.get("node_id") == me or (q.get("node_id") and local(host_of(q["node_id"]))))
+    return max(1, count)
+
+
+def party_threads(sharing: int) -> int:
+    """Threads for a party process when ``sharing`` party processes (of this job and of
+    others) compute on this host at once: its cores, divided between them
+    (shared/PLATFORM.md: more threads than cores slows CrypTen down)."""
+    return max(1, (os.cpu_count() or 1) // max(1, sharing))
 
 
 @dataclass
@@ -82,7 +98,27 @@ class PartyProcess:
         self.proc = proc
         self.log_path = log_path
         self.started = started
+        self.warm = False  # taken from the pool: started ahead of its job
         self._cancel_reason: str | None = None
+        self._first: asyncio.Future[bytes] | None = None  # its "imported" line, read early
+
+    @property
+    def ready(self) -> bool:
+        """Imported torch and CrypTen, waiting for a spec."""
+        return self._first is not None and self._first.done()
+
+    async def imported(self) -> None:
+        """Wait until the process has imported (or ended); its first line is kept for
+        ``supervise``."""
+        if self._first is None:
+            assert self.proc.stdout
+            self._first = asyncio.ensure_future(self.proc.stdout.readline())
+        await asyncio.wait({self._first})
+
+    def take(self) -> None:
+        """A job takes this worker now: its timings count from here."""
+        self.warm = True
+        self.started = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -112,7 +148,8 @@ class PartyProcess:
             await self.proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the party died already; its exit status tells why
-        timings: dict[str, float] = {"spawn_to_spec_s": time.monotonic() - self.started}
+        timings: dict[str, float] = {"spawn_to_spec_s": time.monotonic() - self.started,
+                                     "warm": float(self.warm)}
         outcome: Outcome | None = None
         try:
             outcome = await asyncio.wait_for(self._follow(on_event, timings), timeout=limit_s)
@@ -142,7 +179,11 @@ class PartyProcess:
         assert self.proc.stdout
         while True:
             try:
-                line = await self.proc.stdout.readline()
+                if self._first is not None:
+                    first, self._first = self._first, None
+                    line = await first
+                else:
+                    line = await self.proc.stdout.readline()
             except ValueError:  # a line over the stream limit: not from a well-behaved party
                 self.kill("the party sent an event larger than the node accepts")
                 await self.proc.wait()
@@ -181,23 +222,136 @@ class PartyProcess:
         return f"the party process exited with code {code} without a result (log: {self.log_path})"
 
 
-class SpawnLauncher:
-    """A fresh interpreter per job (the default)."""
+MIN_FREE_MEMORY = 1 << 30  # no new worker or party while less than this is available
+MAX_WARM = 8
 
-    def __init__(self, log_dir: Path) -> None:
+
+def available_memory() -> int | None:
+    """MemAvailable (Linux), in bytes; None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_bytes(pid: int) -> int:
+    """The resident memory of a process (Linux), 0 where it cannot tell."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PartyLauncher:
+    """A fresh party process per job, from a small pool of warm workers when one is there.
+
+    A worker is a party process started ahead of time: it imports torch and CrypTen (about
+    1.5 s of CPU, about 240 MB) and waits for its spec. A job takes one, and the worker runs
+    that job only and exits, so each job still gets a process of its own with its own limits
+    and the whole lockdown (applied after the spec arrives); only the import leaves the job's
+    critical path. A job that finds no worker ready takes one still importing, or else starts
+    a cold one.
+
+    The pool is filled when the node starts and refilled only while no party process this
+    launcher handed out is running, one worker at a time, and only while at least ``MIN_FREE_MEMORY`` is
+    available: a refill never competes with a job. ``warm=0`` turns the pool off."""
+
+    def __init__(self, log_dir: Path, warm: int = 2) -> None:
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.size = max(0, min(int(warm), MAX_WARM))
+        self._workers: list[PartyProcess] = []
+        self._handed: set[PartyProcess] = set()  # running a job (or a dry run)
+        self._count = 0
+        self._wake = asyncio.Event()
+        self._filler: asyncio.Task[None] | None = None
+        self.paused = ""  # why the pool is not being refilled, for the status bar
+        self.taken = 0
+        self._ended: list[asyncio.Future[None]] = []
 
-    async def close(self) -> None:
-        pass
+    def start(self) -> None:
+        """Begin filling the pool (on the running loop)."""
+        if self.size and self._filler is None:
+            self._filler = asyncio.ensure_future(self._fill())
+            self._wake.set()
+
+    def busy(self) -> bool:
+        """A party process this launcher handed out is still running."""
+        return bool(self._handed)
+
+    async def _until_ended(self, run: PartyProcess) -> None:
+        try:
+            await run.proc.wait()
+        finally:
+            self._handed.discard(run)
+            self._wake.set()  # refill once none runs
+
+    async def _fill(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._alive()) < self.size:
+                if self.busy():
+                    self.paused = "a job is running"
+                    break
+                free = available_memory()
+                if free is not None and free < MIN_FREE_MEMORY:
+                    self.paused = f"only {free >> 20} MB of memory is available"
+                    break
+                self.paused = ""
+                self._count += 1
+                worker = await self._spawn(self.log_dir / f"warm-{os.getpid()}-{self._count}.log",
+                                           threads=1)
+                self._workers.append(worker)
+                await worker.imported()  # one at a time: never a burst of imports
+            if self.paused:  # look again in a while, or at the next job's end
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                except TimeoutError:
+                    self._wake.set()
+
+    def _alive(self) -> list[PartyProcess]:
+        self._workers = [w for w in self._workers if w.proc.returncode is None]
+        return self._workers
+
+    def status(self) -> dict[str, Any]:
+        alive = self._alive()
+        return {"size": self.size, "ready": sum(1 for w in alive if w.ready),
+                "starting": sum(1 for w in alive if not w.ready),
+                "memory_bytes": sum(resident_bytes(w.pid) for w in alive),
+                "taken": self.taken, "paused": self.paused}
 
     async def launch(self, job_id: str, threads: int) -> PartyProcess:
-        return await self._spawn(self.log_dir / f"{job_id}.log", threads)
+        """A party process for ``job_id``; the job's timings count from this moment."""
+        log_path = self.log_dir / f"{job_id}.log"
+        alive = self._alive()
+        if alive:
+            worker = min(alive, key=lambda w: not w.ready)  # a ready one first
+            self._workers.remove(worker)
+            self.taken += 1
+            try:
+                os.replace(worker.log_path, log_path)  # its open log becomes the job's
+                worker.log_path = log_path
+            except OSError:
+                pass
+            worker.take()
+            run = worker
+        else:
+            run = await self._spawn(log_path, threads)
+        self._handed.add(run)
+        self._ended = [t for t in self._ended if not t.done()]
+        self._ended.append(asyncio.ensure_future(self._until_ended(run)))
+        return run
 
     async def _spawn(self, log_path: Path, threads: int) -> PartyProcess:
         env = {
             "PATH": os.defpath,
-            "OMP_NUM_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),  # the spec sets the job's count (torch)
             "MKL_NUM_THREADS": str(threads),
             "PYTHONUNBUFFERED": "1",
             "LANG": "C.UTF-8",
@@ -215,37 +369,13 @@ class SpawnLauncher:
         logger.info("party process %d started (log %s)", proc.pid, log_path.name)
         return PartyProcess(proc, log_path, time.monotonic())
 
-
-class WarmLauncher(SpawnLauncher):
-    """Keeps ``size`` party processes started and importing ahead of time.
-
-    Each worker still runs exactly one job and then exits, so isolation is that of a fresh
-    spawn; only the ~2 s import of torch and CrypTen moves off the job's critical path."""
-
-    def __init__(self, log_dir: Path, size: int = 1, threads: int = 1) -> None:
-        super().__init__(log_dir)
-        self.size = size
-        self.threads = threads
-        self._ready: list[PartyProcess] = []
-        self._count = 0
-
-    async def _refill(self) -> None:
-        while len(self._ready) < self.size:
-            self._count += 1
-            self._ready.append(await self._spawn(self.log_dir / f"warm-{os.getpid()}-"
-                                                 f"{self._count}.log", self.threads))
-
-    async def launch(self, job_id: str, threads: int) -> PartyProcess:
-        while self._ready:
-            worker = self._ready.pop(0)
-            if worker.proc.returncode is None:
-                await self._refill()
-                return worker
-        await self._refill()
-        return await super().launch(job_id, threads)
-
     async def close(self) -> None:
-        for worker in self._ready:
+        for task in [self._filler, *self._ended]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in [self._filler, *self._ended] if t is not None),
+                             return_exceptions=True)
+        for worker in self._workers:
             worker.kill("the node is stopping")
             await worker.proc.wait()
-        self._ready.clear()
+        self._workers.clear()

@@ -200,7 +200,10 @@ class NodeServer:
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1", peer_port: int = 0,
                  admin_port: int = 0, auto_approve: bool = False,
                  accept_reduced_isolation: bool = False, mdns: bool = True,
-                 mdns_interfaces: list[str] | None = None) -> None:
+                 mdns_interfaces: list[str] | None = None, warm_workers: int | None = None,
+                 max_parties: int | None = None) -> None:
+        self.warm_workers = warm_workers
+        self.max_parties = max_parties
         self.mdns = mdns
         self.mdns_interfaces = mdns_interfaces
         self._zeroconf: Any = None
@@ -238,8 +241,14 @@ class NodeServer:
             logger.warning("a node.json was left behind by a node that did not stop cleanly; "
                            "replacing it")
             stale.unlink()
+        from node.core import DEFAULT_WARM_WORKERS
+
         self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve,
-                         accept_reduced_isolation=self.accept_reduced_isolation)
+                         accept_reduced_isolation=self.accept_reduced_isolation,
+                         warm_workers=(DEFAULT_WARM_WORKERS if self.warm_workers is None
+                                       else self.warm_workers),
+                         max_parties=self.max_parties)
+        self.node.start()
         self.orchestrator = Orchestrator(self.node)
         port = await self._site(peer_app(self.node), self.host, self.peer_port,
                                 ssl_context=self.node.trust.server_ctx)

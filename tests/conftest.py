@@ -35,9 +35,13 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
     started: list[LocalNode] = []
 
     def make(name: str, auto_approve: bool = True, data_dir: Path | None = None,
-             pair: bool = True) -> LocalNode:
-        """A node, paired with every node this test started before (unless pair=False)."""
-        node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve)
+             pair: bool = True, warm_workers: int | None = 1, args: tuple[str, ...] = ()
+             ) -> LocalNode:
+        """A node, paired with every node this test started before (unless pair=False).
+        One warm worker unless told: a test's nodes mostly run one job each (None: the
+        product's default). ``args``: more ``parley node`` options."""
+        node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve,
+                         warm_workers=warm_workers, extra_args=("--no-mdns", *args))
         node.start()
         others = list(started)
         started.append(node)  # stopped at teardown even if pairing fails below

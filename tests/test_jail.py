@@ -22,7 +22,7 @@ import pytest
 
 from node.core import Node
 from node.jail import static
-from node.runner import WarmLauncher
+from node.runner import PartyLauncher
 from tests.jail_corpus import ATTACKS, BENIGN, Attack
 
 SECRET = "CANARY-7f3a9c-DO-NOT-LEAK"
@@ -43,7 +43,9 @@ class Owner:
         self.node: Node = self.call(self._make(data_dir))
 
     async def _make(self, data_dir: Path) -> Node:
-        return Node(data_dir, "owner", launcher=WarmLauncher(data_dir / "logs", size=1))
+        node = Node(data_dir, "owner", launcher=PartyLauncher(data_dir / "logs", warm=1))
+        node.start()  # every attack runs in a warm worker, as jobs do
+        return node
 
     def call(self, coro: Any, timeout: float = 240) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

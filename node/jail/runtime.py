@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import builtins
 import sys
+import time
 from typing import Any, Callable
 
 import torch
@@ -324,6 +325,7 @@ class RevealGuard:
         self.everyone = everyone
         self.budget = budget
         self.used = 0
+        self.seconds = 0.0  # spent decrypting (the reveal phase of the job's timings)
         self.on_reveal = on_reveal
 
     def check(self, dst: Any, elements: int) -> None:
@@ -349,7 +351,11 @@ class RevealGuard:
 
             def get_plain_text(self: Any, dst: Any = None, _orig: Any = original) -> Any:
                 reveal.check(dst, int(self.nelement()))
-                return _orig(self, dst=None if reveal.alone else dst)
+                t0 = time.perf_counter()
+                try:
+                    return _orig(self, dst=None if reveal.alone else dst)
+                finally:
+                    reveal.seconds += time.perf_counter() - t0
 
             cls.get_plain_text = get_plain_text  # type: ignore[method-assign]
         for cls, name in ((crypten.mpc.MPCTensor, "reveal"), (crypten.mpc.MPCTensor, "decrypt"),
