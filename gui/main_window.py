@@ -63,6 +63,9 @@ STATUS_EVENTS = ("peer.", "pairing.", "job.state")
 NODE_START_TIMEOUT_S = 90.0
 
 
+POOL_REFRESH_MS = 2000
+
+
 def worker_summary(pool: dict[str, Any] | None) -> str:
     """The status bar's short word on the pool of warm party workers."""
     if not pool:
@@ -205,6 +208,8 @@ class MainWindow(QMainWindow):
 
         self._status_timer = QTimer(self, singleShot=True, interval=200)
         self._status_timer.timeout.connect(self.refresh_status)
+        self._pool_timer = QTimer(self, singleShot=True, interval=POOL_REFRESH_MS)
+        self._pool_timer.timeout.connect(self.refresh_status)
         self._start_timer = QTimer(self, interval=400)
         self._start_timer.timeout.connect(self._on_start_tick)
         conn.sig_event_received.connect(self._on_event)
@@ -336,6 +341,9 @@ class MainWindow(QMainWindow):
                                + (f", {queued} queued" if queued else ""))
         labels["workers"].setText(worker_summary(status.get("warm_workers")))
         labels["workers"].setToolTip(worker_details(status))
+        pool = status.get("warm_workers") or {}
+        if pool.get("size") and pool.get("ready", 0) < pool["size"]:
+            self._pool_timer.start()  # workers fill without events: look again
         level, _rows, _source = isolation_summary(status)
         labels["jail"].setText(f"jail: {level}")
         labels["jail"].setStyleSheet(f"background-color: {(OK if level == 'full' else WARNING).name()};"

@@ -24,6 +24,9 @@ def test_status_bar_shows_the_node_and_the_banner_follows_it(make_node, make_win
     assert labels["address"].text().endswith(node.address.rsplit(":", 1)[1])
     assert labels["jail"].text() in ("jail: full", "jail: reduced")
     assert labels["peers"].text() == "0 paired peers"
+    # the node's one warm worker (tests/conftest.py) fills without an event: the bar follows
+    qtbot.waitUntil(lambda: labels["workers"].text() == "warm workers: 1/1", timeout=WAIT_MS)
+    assert "ready ahead of jobs" in labels["workers"].toolTip()
     assert window.windowTitle() == "Parley: alice"
     assert not window.banner.isVisible()
 
