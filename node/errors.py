@@ -19,6 +19,8 @@
     +-- ImportCancelled         the owner cancelled an asset import
     +-- NodeBusy                another node already runs on this data dir
     +-- DiskFull                the disk holding the data dir is full (where, in the message)
+    +-- BenchError              parley bench could not measure what it was asked to
+        +-- NativeRunError      a plain CrypTen party of the bench failed, hung or never met
     (node.identity adds AuthError and PinMismatch: refused peer requests, wrong TLS pins)
 
 Every message says what happened and what to do next. HTTP handlers turn these into RFC 9457
@@ -132,6 +134,20 @@ class DiskFull(ParleyError):
 
     problem_type = "https://parley.example/problems/disk-full"
     http_status = 507
+
+
+class BenchError(ParleyError):
+    """``parley bench`` could not measure what it was asked to (the reason in the message)."""
+
+    problem_type = "https://parley.example/problems/bench"
+    http_status = 500
+
+
+class NativeRunError(BenchError):
+    """A native (plain CrypTen) party of the benchmark failed, hung, or never met the others."""
+
+    problem_type = "https://parley.example/problems/bench-native-run"
+    http_status = 500
 
 
 def error_from_problem(document: object, status: int = 0) -> ParleyError:
