@@ -156,8 +156,19 @@ async def peer_events(request: web.Request) -> web.Response:
     sender = await sender_of(request)
     node = request.app[NODE]
     found = await _wait_events(request, role=PARTY)
-    mine = {j.id for j in await asyncio.to_thread(node.jobs.list, PARTY)
-            if j.proposal["orchestrator"].get("node_id") == sender}
+
+    def orchestrated_by_sender(job_ids: set[str]) -> set[str]:  # the jobs of these events only:
+        mine = set()  # what an answer costs does not grow with the node's history
+        for job_id in job_ids:
+            try:
+                job = node.jobs.get(job_id, PARTY)
+            except UnknownJob:
+                continue
+            if job.proposal["orchestrator"].get("node_id") == sender:
+                mine.add(job_id)
+        return mine
+
+    mine = await asyncio.to_thread(orchestrated_by_sender, {e["job_id"] for e in found})
     return web.json_response({"events": [e for e in found if e["job_id"] in mine]})
 
 

@@ -100,6 +100,18 @@ def test_a_peer_cannot_pose_as_another_orchestrator_or_party(make_node, tmp_path
     assert not any(e["kind"] == "claim" and e["fields"]["job"] == honest["job_id"]
                    for e in alice.client.audit()["entries"])
 
+    # each orchestrator's event long-poll at alice tells it of its own jobs only
+    def peer_events(asker) -> set[str]:
+        pin = next(x["cert_sha256"] for x in asker.client.peers()
+                   if x["node_id"] == alice.node_id)
+        status, answer = peer_request(asker.data_dir, alice.peer_url, alice.node_id, "GET",
+                                      "/peer/v1/events?after=0&timeout=0", pin=pin)
+        assert status == 200, answer
+        return {e["job_id"] for e in answer["events"]}
+
+    assert peer_events(bob) == {p["job_id"]}
+    assert peer_events(carol) == {honest["job_id"]}
+
 
 def test_policies_name_paired_keys_and_are_audited(make_node):
     alice = make_node("alice", auto_approve=False)
