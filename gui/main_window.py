@@ -84,7 +84,9 @@ def worker_details(status: dict[str, Any]) -> str:
                      f"jobs ({pool.get('memory_bytes', 0) / 2**20:.0f} MB); a job takes one "
                      f"and it serves that job only")
         if pool.get("starting"):
-            lines.append(f"{pool['starting']} starting")
+            held = (f", {pool['held']} of them waiting for the running job to end"
+                    if pool.get("held") else "")
+            lines.append(f"{pool['starting']} starting{held}")
         if pool.get("paused"):
             lines.append(f"refill paused: {pool['paused']}")
     else:

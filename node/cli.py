@@ -103,6 +103,8 @@ def _status_text(s: dict[str, Any]) -> str:
     confinement = s.get("confinement", {})
     pool = (f"{warm['ready']} of {warm['size']} ready"
             + (f", {warm['starting']} starting" if warm["starting"] else "")
+            + (f" ({warm['held']} waiting for the running job to end)" if warm.get("held")
+               else "")
             + f", {warm['memory_bytes'] / 2**20:.0f} MB"
             + (f" (refill paused: {warm['paused']})" if warm["paused"] else "")
             if warm["size"] else "off (every job starts its party process cold)")

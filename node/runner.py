@@ -101,6 +101,7 @@ class PartyProcess:
         self.warm = False  # taken from the pool: started ahead of its job
         self._cancel_reason: str | None = None
         self._first: asyncio.Future[bytes] | None = None  # its "imported" line, read early
+        self.held = False  # stopped (SIGSTOP) in the middle of its import while a job runs
 
     @property
     def ready(self) -> bool:
@@ -117,8 +118,20 @@ class PartyProcess:
 
     def take(self) -> None:
         """A job takes this worker now: its timings count from here."""
+        self.hold(False)
         self.warm = True
         self.started = time.monotonic()
+
+    def hold(self, stop: bool) -> None:
+        """Stop (or let go on with) a worker's import: an import (about 1.5 s of CPU) must
+        not take cores from a running job. Only a worker not yet ready is ever stopped."""
+        if stop == self.held or self.proc.returncode is not None or (stop and self.ready):
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+            self.held = stop
+        except ProcessLookupError:
+            pass
 
     @property
     def pid(self) -> int:
@@ -258,8 +271,10 @@ class PartyLauncher:
     a cold one.
 
     The pool is filled when the node starts and refilled only while no party process this
-    launcher handed out is running, one worker at a time, and only while at least ``MIN_FREE_MEMORY`` is
-    available: a refill never competes with a job. ``warm=0`` turns the pool off."""
+    launcher handed out is running, one worker at a time, and only while at least
+    ``MIN_FREE_MEMORY`` is available. A worker still importing when a job starts is stopped
+    (SIGSTOP) until no job runs, unless a job takes it: a refill never competes with a job.
+    ``warm=0`` turns the pool off."""
 
     def __init__(self, log_dir: Path, warm: int = 2) -> None:
         self.log_dir = log_dir
@@ -289,7 +304,14 @@ class PartyLauncher:
             await run.proc.wait()
         finally:
             self._handed.discard(run)
+            self._hold_imports()
             self._wake.set()  # refill once none runs
+
+    def _hold_imports(self) -> None:
+        """Workers still importing wait, stopped, while a job runs, and go on once none does."""
+        busy = self.busy()
+        for worker in self._alive():
+            worker.hold(busy)
 
     async def _fill(self) -> None:
         while True:
@@ -308,6 +330,7 @@ class PartyLauncher:
                 worker = await self._spawn(self.log_dir / f"warm-{os.getpid()}-{self._count}.log",
                                            threads=1)
                 self._workers.append(worker)
+                self._hold_imports()  # a job may have started meanwhile
                 await worker.imported()  # one at a time: never a burst of imports
             if self.paused:  # look again in a while, or at the next job's end
                 try:
@@ -323,6 +346,7 @@ class PartyLauncher:
         alive = self._alive()
         return {"size": self.size, "ready": sum(1 for w in alive if w.ready),
                 "starting": sum(1 for w in alive if not w.ready),
+                "held": sum(1 for w in alive if w.held),
                 "memory_bytes": sum(resident_bytes(w.pid) for w in alive),
                 "taken": self.taken, "paused": self.paused}
 
@@ -344,6 +368,7 @@ class PartyLauncher:
         else:
             run = await self._spawn(log_path, threads)
         self._handed.add(run)
+        self._hold_imports()
         self._ended = [t for t in self._ended if not t.done()]
         self._ended.append(asyncio.ensure_future(self._until_ended(run)))
         return run

@@ -157,3 +157,39 @@ def test_only_parties_on_the_same_machine_divide_its_cores():
                            "127.0.0.2", hosts.get) == 2
     cores = os.cpu_count() or 1
     assert party_threads(1) == cores and party_threads(cores * 4) == 1
+
+
+def _process_state(pid: int) -> str:
+    """R, S, T (stopped), ... as /proc/PID/stat has it."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+async def test_a_worker_importing_while_a_job_runs_waits_until_the_job_ends(tmp_path):
+    import asyncio
+
+    from node.runner import PartyLauncher
+
+    launcher = PartyLauncher(tmp_path / "logs", warm=2)
+    launcher.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while launcher.status()["ready"] < 1:  # the first worker ready, the second importing
+        assert loop.time() < deadline, "no warm worker became ready"
+        await asyncio.sleep(0.05)
+    run = await launcher.launch("job-1", threads=1)  # a job takes the ready one
+    importing = [w for w in launcher._alive() if not w.ready]
+    assert len(importing) == 1, launcher.status()
+    # the import stops while the job runs: it takes no core from the job
+    assert importing[0].held and _process_state(importing[0].pid) == "T"
+    assert launcher.status()["held"] == 1
+    assert _process_state(run.pid) != "T"
+    run.kill("the test's job is over")
+    await run.proc.wait()
+    while not importing[0].ready:  # no job runs: it goes on and finishes its import
+        assert loop.time() < deadline, "the held worker never finished its import"
+        await asyncio.sleep(0.05)
+    assert not importing[0].held and _process_state(importing[0].pid) != "T"
+    for worker in launcher._alive():
+        worker.kill("the test is over")
+        await worker.proc.wait()
+    launcher._filler.cancel()
