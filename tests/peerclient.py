@@ -15,10 +15,11 @@ from node.identity import NodeIdentity, client_ssl_context, sign_request
 def peer_request(as_dir: Path | None, target_url: str, target_id: str, method: str, path: str,
                  body: Any = None, *, headers: dict[str, str] | None = None,
                  tweak: Any = None, pin: str | None = None, with_cert: bool = True,
-                 ) -> tuple[int, dict[str, Any]]:
+                 raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
     """(status, JSON answer). ``as_dir``: the data dir whose key signs (None: unsigned).
-    ``tweak(headers)`` may forge the signed headers before sending."""
-    data = json.dumps(body).encode() if body is not None else b""
+    ``tweak(headers)`` may forge the signed headers before sending. ``raw``: send these
+    bytes as the body (signed as they are), instead of ``body`` as JSON."""
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else b""
     identity = NodeIdentity.load_or_create(as_dir) if as_dir else None
     sent = {"Content-Type": "application/json"}
     if identity is not None:

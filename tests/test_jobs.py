@@ -308,6 +308,10 @@ def test_refusals_are_clear_and_lose_nothing(make_node, tmp_path):
     assert status == 422
     assert problem["type"].endswith("/bad-proposal") and "job_id" in problem["detail"]
     status, problem = peer_request(alice.data_dir, bob.peer_url, bob.node_id, "POST",
+                                   "/peer/v1/proposals", raw=b'{"proposal": {not json')
+    assert status == 422 and "not valid JSON" in problem["detail"], problem
+    # valid JSON that is not a proposal request (a string)
+    status, problem = peer_request(alice.data_dir, bob.peer_url, bob.node_id, "POST",
                                    "/peer/v1/proposals", "{not json")
     assert status == 422 and "expected" in problem["detail"]
     assert not bob.client.jobs(role="party", states=["awaiting_approval"])

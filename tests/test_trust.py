@@ -6,6 +6,7 @@ Every refusal must be a clear problem document and an audit entry, and must chan
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import numpy as np
@@ -253,17 +254,20 @@ def test_audit_chain_detects_tampering(make_node):
     import sqlite3
 
     alice = make_node("alice")
-    bob = make_node("bob")
-    assert alice.client.audit()["verify"]["ok"]
+    make_node("bob")  # pairing writes alice's first audit entry, which names bob
+    before = alice.client.audit()
+    assert before["verify"]["ok"]
+    first = next(e for e in before["entries"] if e["seq"] == 1)
+    assert "bob" in json.dumps(first["fields"])
     alice.stop()
     db = sqlite3.connect(alice.data_dir / "audit.sqlite")
-    db.execute("UPDATE audit SET fields = replace(fields, 'bob', 'eve') WHERE seq = 1")
+    changed = db.execute("UPDATE audit SET fields = replace(fields, 'bob', 'eve') WHERE seq = 1")
+    assert changed.rowcount == 1
     db.commit()
     db.close()
     alice.start()
     out = alice.client.audit()
     assert not out["verify"]["ok"] and out["verify"]["first_bad_seq"] == 1
-    assert bob is not None
 
 
 def test_a_pairing_request_expires(tmp_path, monkeypatch):
