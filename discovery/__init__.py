@@ -1,11 +1,12 @@
-"""Find other Parley nodes: mDNS/DNS-SD publish and browse (python-zeroconf), and manual peers.
+"""Find other Parley nodes: mDNS/DNS-SD publish and browse (python-zeroconf).
 
 Each node publishes one ``_parley._tcp.local.`` service whose TXT record carries its node id
 (key fingerprint), display name, peer API port, protocol version and catalog version
 (``record``). ``Publisher`` announces and updates it; ``Browser`` reports peers as
 ``PeerEvent("added" | "updated" | "removed", PeerRecord)``, removing them on goodbye and when
-they stop answering. Where multicast does not reach, the owner lists peers by host:port
-(``ManualPeers``). A record proves nothing about its sender: trust comes from pairing.
+they stop answering. Where multicast does not reach, the owner adds peers by HOST:PORT; the
+node keeps and probes those itself (node/peers.py, node/orchestrator.py). A record proves
+nothing about its sender: trust comes from pairing.
 
 Typical use, on the node's event loop::
 
@@ -25,7 +26,7 @@ This package imports neither node/ nor gui/ (import-linter enforces it).
 from __future__ import annotations
 
 from discovery.browser import Browser, PeerEvent
-from discovery.errors import DiscoveryError, ManualPeerError, NameConflict
+from discovery.errors import DiscoveryError, NameConflict
 from discovery.interfaces import (
     LOOPBACK_ONLY,
     advertised_addresses,
@@ -34,7 +35,6 @@ from discovery.interfaces import (
     listening_addresses,
     make_zeroconf,
 )
-from discovery.manual import ManualEntry, ManualPeers, parse_address
 from discovery.publisher import DEFAULT_HOST_TTL, DEFAULT_OTHER_TTL, Publisher
 from discovery.record import (
     MAX_ID_CHARS,
@@ -58,9 +58,6 @@ __all__ = [
     "SERVICE_TYPE",
     "Browser",
     "DiscoveryError",
-    "ManualEntry",
-    "ManualPeerError",
-    "ManualPeers",
     "NameConflict",
     "PeerEvent",
     "PeerRecord",
@@ -71,7 +68,6 @@ __all__ = [
     "interface_addresses",
     "listening_addresses",
     "make_zeroconf",
-    "parse_address",
     "parse_fields",
     "parse_peer",
     "parse_txt_rdata",

@@ -4,7 +4,6 @@
 
     DiscoveryError          anything discovery refuses or cannot do, with a message for people
     +-- NameConflict        another responder already publishes this node's service name
-    +-- ManualPeerError     a manually added peer: bad address, unreadable list, failed probe
 
 discovery/ imports nothing of Parley's, so this tree does not hang under ``node.errors``;
 the node wraps these where it turns them into problem details.
@@ -24,6 +23,3 @@ class DiscoveryError(Exception):
 class NameConflict(DiscoveryError):
     """Another responder on the network answers for our service instance name."""
 
-
-class ManualPeerError(DiscoveryError):
-    """A manually added peer could not be parsed, stored or reached."""

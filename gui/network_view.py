@@ -41,6 +41,7 @@ from gui.identicon import identicon_icon, short_fingerprint
 from gui.pairing_dialog import PairingDialog
 from gui.style import ERROR, OK, WARNING
 from gui.style import table_cell as _item
+from node.address import parse_address
 from node.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -234,7 +235,10 @@ class NetworkView(QWidget):
         known = {str(p.get("node_id")) for p in self.peers}
         for pairing in self.pairings:  # a request from a node not in the book yet
             if pairing.get("state") == "pending" and pairing.get("node_id") not in known:
-                host, _, port = str(pairing.get("address", "")).rpartition(":")
+                try:
+                    host, port = parse_address(pairing.get("address", ""))
+                except ParleyError:
+                    host, port = str(pairing.get("address", "")), 0
                 rows.append(({"node_id": pairing.get("node_id", ""), "name": pairing.get("name"),
                               "host": host, "port": port, "state": "seen", "online": True},
                              pairing))

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from gui.client import NodeConnection
 from gui.confirm_dialog import ConfirmDialog
 from gui.style import ERROR, OK, WARNING, status_style
+from node.address import url_address
 from node.errors import NodeUnreachable, ParleyError
 
 logger = logging.getLogger(__name__)
@@ -244,9 +245,7 @@ class SettingsView(QWidget):
     def _fill_node(self, values: dict[str, Any]) -> None:
         host, port = values.get("host"), values.get("port")
         if host is None and values.get("url"):  # a status answer: the node's peer URL
-            rest = str(values["url"]).split("://", 1)[-1]
-            host, _, port_text = rest.rpartition(":")
-            port = int(port_text) if port_text.isdigit() else 0
+            host, port = url_address(str(values["url"]))
         self._loaded = {"name": str(values.get("name") or ""), "host": str(host or ""),
                         "port": int(port or 0)}
         self.name_edit.setText(self._loaded["name"])

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from node import settings
 from node.core import PARTY, Node
+from node.address import format_address, looks_like_address, parse_address
 from node.errors import DiskFull, ParleyError, ProposalError, UnknownJob
 from node.identity import AuthError
 from node.orchestrator import ORCH, Orchestrator
@@ -459,21 +460,14 @@ async def admin_peers(request: web.Request) -> web.Response:
     return web.json_response({"peers": [p.public(book.name_clash(p)) for p in book.list()]})
 
 
-def _address(text: Any) -> tuple[str, int]:
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ProposalError(f"'{text}' is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 async def admin_pair(request: web.Request) -> web.Response:
     body = await body_json(request)
     node = request.app[NODE]
     target = body.get("peer") if isinstance(body, dict) else None
     if not isinstance(target, str):
         raise ProposalError("expected {\"peer\": NAME or HOST:PORT}")
-    if ":" in target and target.rsplit(":", 1)[1].isdigit():
-        host, port = _address(target)
+    if looks_like_address(target):
+        host, port = parse_address(target)
     else:  # by name: the node at that address must be the one the name was seen with
         peer = node.trust.peers.find(target)
         pairing = await node.trust.start_pairing(peer.host, peer.port, expect=peer.node_id)
@@ -505,11 +499,11 @@ async def admin_unpair(request: web.Request) -> web.Response:
 
 async def admin_add_peer(request: web.Request) -> web.Response:
     body = await body_json(request)
-    host, port = _address(body.get("address") if isinstance(body, dict) else None)
+    host, port = parse_address(body.get("address") if isinstance(body, dict) else None)
     node = request.app[NODE]
-    node.trust.peers.add_manual(f"{host}:{port}")
+    node.trust.peers.add_manual(format_address(host, port))
     await request.app[ORCHESTRATOR].probe_manual()
-    return web.json_response({"added": f"{host}:{port}"}, status=201)
+    return web.json_response({"added": format_address(host, port)}, status=201)
 
 
 async def admin_search(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ import aiohttp
 from node import architecture, plans
 from node import proposal as proposals
 from node.core import Node
+from node.address import format_address, parse_address
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
 from node.events import FailureKind, JobState, Role
 from node.jail import static
@@ -169,8 +170,11 @@ class Orchestrator:
         """Ask each manually added address who it is (an unauthenticated hello is not
         needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
         for address in self.trust.peers.manual():
-            host, _, port = address.rpartition(":")
-            url = f"https://{host}:{port}/peer/v1/whoami"
+            try:
+                host, port = parse_address(address)
+            except ProposalError:
+                continue  # stored before addresses were checked as they are now
+            url = f"https://{format_address(host, port)}/peer/v1/whoami"
             try:
                 session = self.trust.session(None, None, with_cert=False)
                 async with session.get(url) as resp:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from node import db
+from node.address import format_address
 from node.errors import UnknownPeer
 from node.events import EventKind, EventLog, TrustState
 
@@ -74,8 +75,7 @@ class Peer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return f"https://{format_address(self.host, self.port)}"
 
     @property
     def paired(self) -> bool:

@@ -48,6 +48,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from node.address import format_address
 from node.audit import AuditLog
 from node.errors import PairingError, ParleyError
 from node.events import EventKind, EventLog
@@ -110,7 +111,8 @@ class Pairing:
 
     def public(self, my_node_id: str = "") -> dict[str, Any]:
         return {"id": self.id, "direction": self.direction, "node_id": self.node_id,
-                "name": self.name, "address": f"{self.host}:{self.port}", "code": self.code,
+                "name": self.name, "address": format_address(self.host, self.port),
+                "code": self.code,
                 "peer_fingerprint": self.node_id, "my_fingerprint": my_node_id,
                 "local_confirmed": self.local_confirmed,
                 "remote_confirmed": self.remote_confirmed, "state": self.state,
@@ -286,10 +288,10 @@ class Trust:
             session = self.session(node_id, self.pin_of(node_id))
         except ParleyError as exc:  # not paired (any more)
             return False, exc.message
-        shown = f"[{host}]" if ":" in host else host
         try:
             async with asyncio.timeout(VERIFY_TIMEOUT_S):
-                async with session.get(f"https://{shown}:{port}/peer/v1/whoami") as resp:
+                async with session.get(f"https://{format_address(host, port)}/peer/v1/whoami"
+                                       ) as resp:
                     info = await resp.json(content_type=None)
         except aiohttp.ClientConnectorCertificateError:
             return False, "another certificate than the paired one"
@@ -350,7 +352,7 @@ class Trust:
               "public_key": _b64(self.identity.public_key_bytes),
               "cert_pem": self.identity.cert_pem, "port": self.peer_port,
               "commitment": pairing_commitment(self.identity.public_key_bytes, nonce)}
-        base = f"https://{host}:{port}/peer/v1/pairing"
+        base = f"https://{format_address(host, port)}/peer/v1/pairing"
         try:
             shown = await _certificate_at(host, port)
             # pinned to the certificate just seen, so the hello reaches that same endpoint
@@ -537,7 +539,8 @@ class Trust:
         pairing = self._pending(pairing_id)
         if not pairing.code:
             raise PairingError("this pairing has no code yet")
-        url = f"https://{pairing.host}:{pairing.port}/peer/v1/pairing/{pairing.id}/confirm"
+        url = (f"https://{format_address(pairing.host, pairing.port)}/peer/v1/pairing/"
+               f"{pairing.id}/confirm")
         body = json.dumps({"code": pairing.code}).encode()
         session = self.session(pairing.node_id, cert_sha256(pairing.cert_pem), with_cert=False)
         try:

@@ -29,8 +29,6 @@ from discovery import (
     DEFAULT_HOST_TTL,
     SERVICE_TYPE,
     Browser,
-    ManualPeerError,
-    ManualPeers,
     NameConflict,
     PeerEvent,
     Publisher,
@@ -675,93 +673,3 @@ def test_three_namespaces_see_each_other(
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-# -- 4. manual peers -----------------------------------------------------------------------
-
-
-def test_manual_peers_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "profile" / "manual-peers.json"
-    peers = ManualPeers(path)
-    assert peers.entries() == [] and not path.exists()
-    peers.add("10.8.0.5:7001")
-    peers.add(" Alice.LAN:7002 ")
-    peers.add("[fd00::5]:7003")
-    peers.add("10.8.0.5:7001")  # again: no duplicate
-    expected = [("10.8.0.5", 7001), ("alice.lan", 7002), ("fd00::5", 7003)]
-    assert [(e.host, e.port) for e in peers.entries()] == expected
-
-    reopened = ManualPeers(path)
-    assert reopened.entries() == peers.entries()
-    assert [str(e) for e in reopened.entries()] == [
-        "10.8.0.5:7001",
-        "alice.lan:7002",
-        "[fd00::5]:7003",
-    ]
-    assert reopened.remove("alice.lan:7002") is True
-    assert reopened.remove("alice.lan:7002") is False
-    assert [(e.host, e.port) for e in ManualPeers(path).entries()] == [expected[0], expected[2]]
-    assert sorted(p.name for p in path.parent.iterdir()) == ["manual-peers.json"]  # no temp left
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "10.8.0.5",
-        "10.8.0.5:0",
-        "10.8.0.5:70000",
-        "host name:1",
-        "fd00::5:7001",
-        "[nope]:7001",
-        ":7001",
-        "a/b:1",
-    ],
-)
-def test_manual_peer_bad_address(tmp_path: Path, text: str) -> None:
-    with pytest.raises(ManualPeerError):
-        ManualPeers(tmp_path / "p.json").add(text)
-
-
-def test_manual_peers_corrupt_file_says_where(tmp_path: Path) -> None:
-    path = tmp_path / "p.json"
-    path.write_text('{"version": 1,\n "peers": [}\n')
-    with pytest.raises(ManualPeerError, match=r"line 2 .*delete the file"):
-        ManualPeers(path)
-
-
-async def test_manual_peer_probe(tmp_path: Path) -> None:
-    peers = ManualPeers(tmp_path / "p.json")
-    entry = peers.add("10.8.0.5:7001")
-    asked: list[tuple[str, int]] = []
-
-    async def hello(host: str, port: int) -> dict[str, object]:
-        asked.append((host, port))
-        return {"id": "n-remote", "name": "remote", "port": 443, "proto": 1, "cv": 4}
-
-    record = await peers.probe(entry, hello)
-    assert asked == [("10.8.0.5", 7001)]
-    assert (
-        record.node_id,
-        record.name,
-        record.host,
-        record.port,
-        record.catalog_version,
-        record.source,
-    ) == ("n-remote", "remote", "10.8.0.5", 7001, 4, "manual")
-
-    async def refused(host: str, port: int) -> dict[str, object]:
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    async def silent(host: str, port: int) -> dict[str, object]:
-        await asyncio.sleep(30)
-        return {}
-
-    async def stranger(host: str, port: int) -> dict[str, object]:
-        return {"hello": "world"}
-
-    with pytest.raises(ManualPeerError, match="Connection refused"):
-        await peers.probe("10.8.0.5:7001", refused)
-    with pytest.raises(ManualPeerError, match="no answer within 0.2 s"):
-        await peers.probe(entry, silent, timeout=0.2)
-    with pytest.raises(ManualPeerError, match="not as a Parley node"):
-        await peers.probe(entry, stranger)

@@ -110,3 +110,44 @@ def test_job_state_machine_refuses_impossible_moves_and_survives_reopen(tmp_path
     assert [e["seq"] for e in states] == sorted(e["seq"] for e in states)
     with pytest.raises(UnknownJob):
         book.get("j-ffffffffffffffff")
+
+
+# -- HOST:PORT (node/address.py): the one reader of an address an owner types ------------------
+@pytest.mark.parametrize("text,host,port,written", [
+    ("10.8.0.5:7001", "10.8.0.5", 7001, "10.8.0.5:7001"),
+    (" Alice.LAN:7002 ", "alice.lan", 7002, "alice.lan:7002"),
+    ("[fd00::5]:7003", "fd00::5", 7003, "[fd00::5]:7003"),
+    ("[FD00:0::5]:7003", "fd00::5", 7003, "[fd00::5]:7003"),
+])
+def test_an_address_reads_and_writes_back_the_same(text, host, port, written):
+    from node.address import format_address, parse_address
+
+    assert parse_address(text) == (host, port)
+    assert format_address(host, port) == written
+    assert parse_address(written) == (host, port)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("10.8.0.5", "is not HOST:PORT; write it as 192.168.1.20:7001"),
+    ("10.8.0.5:0", "port 0 is outside 1-65535"),
+    ("10.8.0.5:70000", "port 70000 is outside 1-65535"),
+    ("host name:1", "is not HOST:PORT"),
+    ("fd00::5:7001", "is not HOST:PORT"),  # an IPv6 address needs its brackets
+    ("[nope]:7001", "neither an IP address nor a host name"),
+    (":7001", "is not HOST:PORT"),
+    ("a/b:1", "is not HOST:PORT"),
+    ("-bad-.lan:1", "neither an IP address nor a host name"),
+    (None, "is not HOST:PORT"),
+])
+def test_a_bad_address_says_what_is_wrong(text, message):
+    from node.address import parse_address
+
+    with pytest.raises(ProposalError, match=message):
+        parse_address(text)
+
+
+def test_a_name_is_not_taken_for_an_address():
+    from node.address import looks_like_address
+
+    assert looks_like_address("bob.lan:7001") and looks_like_address("[fd00::5]:7001")
+    assert not looks_like_address("bob") and not looks_like_address("bob:")
