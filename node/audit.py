@@ -36,13 +36,13 @@ import json
 import logging
 import os
 import re
-import secrets
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Self
 
 from node.errors import AuditError
+from node.files import write_atomic
 from node.wire import canonical
 
 logger = logging.getLogger(__name__)
@@ -334,11 +334,4 @@ def _read_head(path: Path) -> tuple[int, str] | None:
 
 
 def _write_head(path: Path, seq: int, digest: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, canonical({"seq": seq, "hash": digest}))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, canonical({"seq": seq, "hash": digest}))

@@ -24,6 +24,7 @@ from node import __version__
 from node.errors import (Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError,
                          UnknownPeer)
 from node.events import EventKind, EventLog, FailureKind, JobState, Role
+from node.files import write_atomic
 from node.jobs import JobBook, JobRecord
 from node.runner import (MIN_FREE_MEMORY, PartyLauncher, PartyProcess, available_memory,
                          interface_of, parties_on_host, party_threads)
@@ -792,12 +793,9 @@ class Node:
     def write_runtime_file(self, admin_url: str, token: str) -> Path:
         """Where the CLI and the GUI find this node: admin URL and token (owner-only file)."""
         path = self.data_dir / "node.json"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"name": self.name, "id": self.node_id, "admin_url": admin_url,
-                       "peer_url": self.peer_url, "token": token, "pid": os.getpid()}, f)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({
+            "name": self.name, "id": self.node_id, "admin_url": admin_url,
+            "peer_url": self.peer_url, "token": token, "pid": os.getpid()}).encode())
         return path
 
 

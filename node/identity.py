@@ -72,6 +72,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.errors import ParleyError
+from node.files import write_atomic
 from node.wire import canonical
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ class NodeIdentity:
             pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-            if _write_new_file(key_path, pem, 0o600):
+            if write_atomic(key_path, pem, 0o600, exclusive=True):
                 logger.info("made a new node identity %s in %s",
                             fingerprint_of(key.public_key().public_bytes(
                                 serialization.Encoding.Raw, serialization.PublicFormat.Raw)),
@@ -239,7 +240,7 @@ class NodeIdentity:
         certificate = _load_matching_cert(cert_path, key)
         if certificate is None:
             certificate = _make_certificate(key)
-            _replace_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o600)
+            write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o600)
         return cls(key, certificate, key_path, cert_path)
 
     def sign(self, data: bytes) -> bytes:
@@ -334,52 +335,6 @@ def _make_certificate(key: Ed25519PrivateKey) -> x509.Certificate:
                        critical=False)
         .sign(key, algorithm=None)  # Ed25519 hashes internally
     )
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> bool:
-    """Create ``path`` atomically with ``data``; False if it already exists (nothing written).
-
-    Written to a temporary file first and hard-linked into place, so a reader never sees a
-    half-written key and two processes starting at once cannot both win.
-    """
-    tmp = _write_temp(path, data, mode)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-    _fsync_dir(path.parent)
-    return True
-
-
-def _replace_file(path: Path, data: bytes, mode: int) -> None:
-    tmp = _write_temp(path, data, mode)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)  # the umask may have taken bits off; never adds any
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- TLS -------------------------------------------------------------------------------------

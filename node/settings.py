@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ProposalError
+from node.files import write_atomic
 
 FILE = "settings.json"
 __all__ = ["load", "save"]
@@ -46,9 +47,5 @@ def save(data_dir: Path, changes: Any) -> dict[str, Any]:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
             raise ProposalError("port: a number from 1 to 65535, or 0 for any free port")
         saved["port"] = port
-    tmp = data_dir / (FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(saved, f)
-    os.replace(tmp, data_dir / FILE)
+    write_atomic(data_dir / FILE, json.dumps(saved).encode())
     return saved

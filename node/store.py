@@ -35,7 +35,6 @@ import os
 import re
 import secrets
 import sqlite3
-import tempfile
 import threading
 import time
 import warnings
@@ -48,6 +47,7 @@ from typing import Any, Self
 import numpy as np
 
 from node.errors import DatasetError, ModelError, StoreError, UnknownAsset
+from node.files import write_atomic
 
 __all__ = ["KINDS", "Asset", "Store", "normalise_tags"]
 
@@ -396,18 +396,8 @@ class Store:
         if final.exists():
             return blob
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=_TMP_PREFIX, suffix="." + ext)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(final, data, prefix=_TMP_PREFIX)
         written.append(final)
-        _fsync_dir(final.parent)
         return blob
 
     # -- lookups ---------------------------------------------------------------------------
@@ -1215,17 +1205,3 @@ def _clean_description(description: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
