@@ -20,14 +20,13 @@ Schemas (``rank`` is a party rank; ``tag`` an asset tag)::
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from node.errors import ProposalError
+from node.store import TAG_RULE, is_tag
 
 KINDS = ("inference", "train", "statistics")
 STATS = ("count", "sum", "mean", "variance", "histogram")
-_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
 
 def _need(cond: bool, where: str, what: str) -> None:
@@ -41,8 +40,7 @@ def _int(value: Any, low: int, high: int) -> bool:
 
 def _ref(ref: Any, where: str, parties: int, parts: bool = False) -> dict[str, Any]:
     _need(isinstance(ref, dict), where, "must be {\"tag\": ..., \"rank\": ...}")
-    _need(isinstance(ref.get("tag"), str) and bool(_TAG.match(ref["tag"])), where + ".tag",
-          "must be a tag (lowercase letters, digits, - _ . :)")
+    _need(is_tag(ref.get("tag")), where + ".tag", f"must be a tag: {TAG_RULE}")
     _need(_int(ref.get("rank"), 0, parties - 1), where + ".rank", "must be a party's rank")
     _known(ref, {"tag", "rank", "part"} if parts else {"tag", "rank"}, where)
     if parts:

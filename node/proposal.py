@@ -37,6 +37,7 @@ from typing import Any
 
 from node import architecture, plans
 from node.errors import ProposalError, StoreError
+from node.store import TAG_RULE, is_tag
 from node.wire import digest
 
 VERSION = 1
@@ -109,8 +110,8 @@ def validate(p: Any) -> dict[str, Any]:
     seen = set()
     for i, b in enumerate(bindings):
         where = f"bindings[{i}]"
-        _need(isinstance(b, dict) and isinstance(b.get("tag"), str) and b["tag"], where,
-              "needs a tag")
+        _need(isinstance(b, dict) and is_tag(b.get("tag")), where + ".tag",
+              f"needs a tag: {TAG_RULE}")
         _need(_int(b.get("rank")) and 0 <= b["rank"] < len(parties), where + ".rank",
               "must be one of the parties' ranks")
         _need(b.get("kind") in ("dataset", "model"), where + ".kind",

@@ -49,15 +49,22 @@ import numpy as np
 from node.errors import DatasetError, ModelError, StoreError, UnknownAsset
 from node.files import write_atomic
 
-__all__ = ["KINDS", "Asset", "Store", "normalise_tags"]
+__all__ = ["KINDS", "TAG_RULE", "Asset", "Store", "is_tag", "normalise_tags"]
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("dataset", "model")
 
 _SCHEMA_VERSION = 1
-_TAG_RE = re.compile(r"[a-z0-9_.:\-]{1,64}")
-_TAG_RULE = "1 to 64 characters from lowercase letters, digits, '-', '_', '.' and ':'"
+_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_.:\-]{0,63}")
+TAG_RULE = ("1 to 64 characters from lowercase letters, digits, '-', '_', '.' and ':', "
+            "beginning with a letter or a digit")
+
+
+def is_tag(text: object) -> bool:
+    """Whether ``text`` is a tag as the store keeps it (the one rule: plans, proposals and
+    imports all check with this)."""
+    return isinstance(text, str) and _TAG_RE.fullmatch(text) is not None
 _BLOB_RE = re.compile(r"[0-9a-f]{64}\.(npy|onnx)")
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
@@ -124,10 +131,10 @@ def normalise_tags(tags: Iterable[str] | str) -> tuple[str, ...]:
     seen: set[str] = set()
     for raw in tags:
         if not isinstance(raw, str):
-            raise StoreError(f"tag {raw!r} is not text; a tag is {_TAG_RULE}")
+            raise StoreError(f"tag {raw!r} is not text; a tag is {TAG_RULE}")
         tag = raw.strip().lower()
-        if not _TAG_RE.fullmatch(tag):
-            raise StoreError(f"tag {raw!r} is not allowed; a tag is {_TAG_RULE}, e.g. 'mnist-test'")
+        if not is_tag(tag):
+            raise StoreError(f"tag {raw!r} is not allowed; a tag is {TAG_RULE}, e.g. 'mnist-test'")
         seen.add(tag)
     return tuple(sorted(seen))
 

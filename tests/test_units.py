@@ -151,3 +151,40 @@ def test_a_name_is_not_taken_for_an_address():
 
     assert looks_like_address("bob.lan:7001") and looks_like_address("[fd00::5]:7001")
     assert not looks_like_address("bob") and not looks_like_address("bob:")
+
+
+# -- tags: one rule for the store, plans and proposals ------------------------------------------
+@pytest.mark.parametrize("tag,ok", [("cohort-2025", True), ("bc.rows:v2", True), ("9lives", True),
+                                    ("-flag", False), (".hidden", False), ("Upper", False),
+                                    ("x" * 65, False), ("", False), ("a b", False)])
+def test_a_tag_is_the_same_tag_everywhere(tag, ok):
+    from node import plans
+    from node.errors import StoreError
+    from node.store import normalise_tags
+
+    def store_takes() -> bool:
+        try:
+            return normalise_tags([tag]) == (tag,)  # as typed: no case or space fixed here
+        except StoreError:
+            return False
+
+    def plan_takes() -> bool:
+        try:
+            plans.validate({"kind": "statistics", "data": [{"tag": tag, "rank": 0}],
+                            "stats": ["count"], "output_to": 0}, 1)
+            return True
+        except ProposalError as exc:
+            assert "must be a tag: 1 to 64 characters" in str(exc)
+            return False
+
+    def proposal_takes() -> bool:
+        p = copy.deepcopy(GOOD)
+        p["bindings"][0]["tag"] = tag
+        try:
+            proposals.validate(p)
+            return True
+        except ProposalError as exc:
+            assert "needs a tag: 1 to 64 characters" in str(exc)
+            return False
+
+    assert (store_takes(), plan_takes(), proposal_takes()) == (ok, ok, ok)
