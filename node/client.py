@@ -205,12 +205,6 @@ class NodeClient:
                 remaining = deadline - time.monotonic()
 
 
-def parties_from_search(found: dict[str, Any]) -> list[Party]:
-    """The nodes a ``NodeClient.search`` found, as job parties (rank = position), so a job's
-    roles can be bound from what the network holds rather than typed by hand."""
-    return [Party(m["node"]["name"], m["node"]["node_id"]) for m in found["matches"]]
-
-
 def job_source(fn: Callable[..., Any]) -> str:
     """A function's source without its decorators: what the parties review and run."""
     lines = textwrap.dedent(inspect.getsource(fn)).splitlines()

@@ -19,7 +19,7 @@ from typing import Any
 
 from node import proposal as proposals
 from node import review
-from node.jail import lockdown, static
+from node.jail import ALL_LAYERS, lockdown, static
 from node import __version__
 from node.errors import (Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError,
                          UnknownPeer)
@@ -31,7 +31,6 @@ from node.runner import (MIN_FREE_MEMORY, PartyLauncher, PartyProcess, available
 from node.store import Asset, Store
 from node.trust import Trust
 
-ALL_LAYERS = {"static": True, "runtime": True, "os": True}
 MAX_OUTPUT_LINES = 200  # of a job's print() kept with the job (the party's log has up to 64 kB)
 logger = logging.getLogger(__name__)
 PARTY = Role.PARTY

@@ -99,7 +99,7 @@ import torch
 
 from node import jobapi, wire
 from node.compat import crypten, end_rendezvous
-from node.jail import runtime
+from node.jail import ALL_LAYERS, runtime
 from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
 
@@ -186,7 +186,7 @@ def _lock_down(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run(spec: dict[str, Any]) -> int:
     rank, world = int(spec["rank"]), int(spec["world_size"])
-    layers = {"static": True, "runtime": True, "os": True, **spec.get("layers", {})}
+    layers = {**ALL_LAYERS, **spec.get("layers", {})}
     torch.set_num_threads(max(1, int(spec.get("threads", 1))))
     os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=spec["rendezvous"],
                       WORLD_SIZE=str(world), RANK=str(rank))

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from node.core import Node
-from node.jail import static
+from node.jail import ALL_LAYERS, static
 from node.runner import PartyLauncher
 from tests.jail_corpus import ATTACKS, BENIGN, Attack
 
 SECRET = "CANARY-7f3a9c-DO-NOT-LEAK"
-ALL = {"static": True, "runtime": True, "os": True}
+ALL = ALL_LAYERS
 # What a proposal's reveal map would say: decrypt to rank 0 only, at most 1000 elements
 # (the over-budget attack asks for 1200).
 REVEAL = {"to": [0], "everyone": False, "budget": 1000}
