@@ -20,14 +20,28 @@
     +-- NodeBusy                another node already runs on this data dir
     +-- DiskFull                the disk holding the data dir is full (where, in the message)
     +-- BenchError              parley bench could not measure what it was asked to
-        +-- NativeRunError      a plain CrypTen party of the bench failed, hung or never met
-    (node.identity adds AuthError and PinMismatch: refused peer requests, wrong TLS pins)
+    |   +-- NativeRunError      a plain CrypTen party of the bench failed, hung or never met
+    +-- IdentityError           the node's key file cannot be used as it is
+    +-- AuthError               a peer request this node will not act on (an AuthReason)
+    +-- PinMismatch             a peer's TLS certificate is not the one paired with
+    +-- JailRejected            job source that breaks a static rule (line and rule)
+    +-- JailViolation           a job that reached for what the runtime jail does not allow
+    +-- JobApiError             a job that asked for what its proposal does not bind
+    +-- WireError               a value that cannot travel as JSON
+        +-- JsonTooDeep         JSON nested deeper than a node reads
+
+Every subclass is declared here, so that ``error_from_problem`` gives a client the specific
+exception for each problem type a node answers with.
 
 Every message says what happened and what to do next. HTTP handlers turn these into RFC 9457
 problem details with a stable ``type`` (see ``ParleyError.problem_type``).
 """
 
 from __future__ import annotations
+
+import enum
+import ssl
+from typing import Any
 
 
 _BY_PROBLEM_TYPE: dict[str, type[ParleyError]] = {}
@@ -148,6 +162,93 @@ class NativeRunError(BenchError):
 
     problem_type = "https://parley.example/problems/bench-native-run"
     http_status = 500
+
+
+class IdentityError(ParleyError):
+    """The node's key file cannot be used as it is."""
+
+    problem_type = "https://parley.example/problems/identity"
+    http_status = 500
+
+
+class AuthReason(enum.StrEnum):
+    """Why a peer request was refused: stable codes for problem details and tests."""
+
+    UNSIGNED = "unsigned"  # one or more X-Parley-* headers are missing
+    MALFORMED = "malformed"  # a header that does not parse
+    KEY_MISMATCH = "key-mismatch"  # the key is not the one the node id names
+    UNKNOWN_NODE = "unknown-node"  # a valid signer that this node has not paired with
+    CERT_MISMATCH = "cert-mismatch"  # signed with one key, TLS client certificate of another
+    FORGED = "forged"  # the signature does not verify
+    WRONG_RECIPIENT = "wrong-recipient"  # signed for another node
+    EXPIRED = "expired"  # signed too long ago (or before this node started)
+    FUTURE = "future"  # signed too far ahead: the sender's clock is wrong
+    REPLAYED = "replayed"  # this nonce was already used
+    BUSY = "busy"  # the nonce cache is full: too many signed requests at once
+
+
+class AuthError(ParleyError):
+    """A peer request this node will not act on; ``reason`` is an ``AuthReason``."""
+
+    problem_type = "https://parley.example/problems/unauthorized"
+    http_status = 401
+
+    reason: str = ""  # an AuthReason; empty when rebuilt from a problem document
+
+    def __init__(self, message: str, reason: AuthReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PinMismatch(ParleyError, ssl.SSLCertVerificationError):
+    """The peer answered with a TLS certificate other than the one paired with.
+
+    Raised inside the TLS handshake, so nothing of the request is sent. aiohttp reports it as
+    ``aiohttp.ClientConnectorCertificateError`` whose ``certificate_error`` is this exception.
+    """
+
+    problem_type = "https://parley.example/problems/peer-mismatch"
+    http_status = 502
+
+class JailRejected(ParleyError):
+    """The job's source breaks a static rule: ``line``, stable ``rule`` id, ``detail`` for people.
+
+    ``str()`` reads ``line 3: rule 'no-underscore': `x.__class__` — names and attributes
+    starting with '_' are not allowed``.
+    """
+
+    problem_type = "https://parley.example/problems/jail-rejected"
+    line = 0  # these three are empty when rebuilt from a problem document
+    rule = ""
+    detail = ""
+    http_status = 422
+
+    def __init__(self, line: int, rule: str, message: str) -> None:
+        self.line = line
+        self.rule = rule
+        self.detail = message
+        super().__init__(f"line {line}: rule '{rule}': {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.line, self.rule, self.detail))
+
+class JailViolation(ParleyError):
+    """The job reached for something the jail does not allow."""
+
+    problem_type = "https://parley.example/problems/jail-violation"
+
+class JobApiError(ParleyError):
+    """The job asked for something its proposal does not allow or bind."""
+
+class WireError(ParleyError):
+    """A value that cannot travel as JSON (an encrypted tensor, an arbitrary object)."""
+
+
+class JsonTooDeep(WireError):
+    """A JSON text nested deeper than a node reads (a request built to exhaust the stack)."""
+
+    problem_type = "https://parley.example/problems/json-too-deep"
+    http_status = 400
 
 
 def error_from_problem(document: object, status: int = 0) -> ParleyError:

@@ -71,7 +71,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.errors import ParleyError
+from node.errors import AuthError, AuthReason, IdentityError, ParleyError, PinMismatch
 from node.files import write_atomic
 from node.wire import canonical
 
@@ -100,51 +100,6 @@ _NODE_ID_RE = re.compile(rf"{NODE_ID_PREFIX}[a-z2-7]{{{NODE_ID_LENGTH}}}")
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 _TIME_RE = re.compile(r"[0-9]{1,12}")
 _SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
-
-
-class IdentityError(ParleyError):
-    """The node's key file cannot be used as it is."""
-
-    problem_type = "https://parley.example/problems/identity"
-    http_status = 500
-
-
-class AuthReason(enum.StrEnum):
-    """Why a peer request was refused: stable codes for problem details and tests."""
-
-    UNSIGNED = "unsigned"  # one or more X-Parley-* headers are missing
-    MALFORMED = "malformed"  # a header that does not parse
-    KEY_MISMATCH = "key-mismatch"  # the key is not the one the node id names
-    UNKNOWN_NODE = "unknown-node"  # a valid signer that this node has not paired with
-    CERT_MISMATCH = "cert-mismatch"  # signed with one key, TLS client certificate of another
-    FORGED = "forged"  # the signature does not verify
-    WRONG_RECIPIENT = "wrong-recipient"  # signed for another node
-    EXPIRED = "expired"  # signed too long ago (or before this node started)
-    FUTURE = "future"  # signed too far ahead: the sender's clock is wrong
-    REPLAYED = "replayed"  # this nonce was already used
-    BUSY = "busy"  # the nonce cache is full: too many signed requests at once
-
-
-class AuthError(ParleyError):
-    """A peer request this node will not act on; ``reason`` is an ``AuthReason``."""
-
-    problem_type = "https://parley.example/problems/unauthorized"
-    http_status = 401
-
-    def __init__(self, message: str, reason: AuthReason) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class PinMismatch(ParleyError, ssl.SSLCertVerificationError):
-    """The peer answered with a TLS certificate other than the one paired with.
-
-    Raised inside the TLS handshake, so nothing of the request is sent. aiohttp reports it as
-    ``aiohttp.ClientConnectorCertificateError`` whose ``certificate_error`` is this exception.
-    """
-
-    problem_type = "https://parley.example/problems/peer-mismatch"
-    http_status = 502
 
 
 # --- keys and fingerprints -------------------------------------------------------------------

@@ -27,11 +27,7 @@ import torch
 
 from node import architecture
 from node.compat import crypten
-from node.errors import ParleyError
-
-
-class JobApiError(ParleyError):
-    """The job asked for something its proposal does not allow or bind."""
+from node.errors import JobApiError
 
 
 class JobCrypten:

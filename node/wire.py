@@ -14,23 +14,12 @@ import math
 import re
 from typing import Any
 
-from node.errors import ParleyError
+from node.errors import JsonTooDeep, WireError
 
 _DTYPES = {"float32", "float64", "int64", "int32", "bool", "float16", "uint8", "int8", "int16"}
 
 
 MAX_JSON_DEPTH = 64  # far above any body Parley sends (a proposal nests about 6 deep)
-
-
-class WireError(ParleyError):
-    """A value that cannot travel as JSON (an encrypted tensor, an arbitrary object)."""
-
-
-class JsonTooDeep(WireError):
-    """A JSON text nested deeper than a node reads (a request built to exhaust the stack)."""
-
-    problem_type = "https://parley.example/problems/json-too-deep"
-    http_status = 400
 
 
 def encode(value: Any) -> Any:

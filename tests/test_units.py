@@ -188,3 +188,41 @@ def test_a_tag_is_the_same_tag_everywhere(tag, ok):
             return False
 
     assert (store_takes(), plan_takes(), proposal_takes()) == (ok, ok, ok)
+
+
+# -- one exception tree: a client gets the specific exception for each problem type ----------
+def test_every_problem_type_comes_back_as_its_own_exception():
+    import node.errors as errors
+
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.ParleyError)]
+    declared = {c.__name__ for c in classes}
+    assert {"AuthError", "PinMismatch", "JailRejected", "JailViolation", "JobApiError",
+            "WireError", "JsonTooDeep", "IdentityError", "BenchError"} <= declared
+    typed = [c for c in classes if c.problem_type != "about:blank"]
+    assert len({c.problem_type for c in typed}) == len(typed)  # no type names two classes
+    for cls in typed:
+        exc = errors.error_from_problem({"type": cls.problem_type, "detail": "what happened"},
+                                        cls.http_status)
+        assert type(exc) is cls and exc.message == "what happened"
+        assert exc.status == cls.http_status
+    unknown = errors.error_from_problem({"type": "https://elsewhere/x", "detail": "d"}, 500)
+    assert type(unknown) is errors.ParleyError
+
+
+def test_no_module_declares_a_parley_error_outside_the_tree():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    outside = []
+    for path in [*root.glob("node/**/*.py"), *root.glob("gui/**/*.py")]:
+        if path.name == "errors.py" and path.parent.name == "node":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Violation",
+                                                                       "Rejected", "Mismatch"))
+                    for b in node.bases):
+                outside.append(f"{path.relative_to(root)}: {node.name}")
+    assert outside == []

@@ -32,17 +32,11 @@ from typing import Any, Callable
 import torch
 
 from node.compat import crypten
-from node.errors import ParleyError
+from node.errors import JailViolation
 
 JOB_FILENAME = "<job>"
 GUARD_NAME = "__parley_guard__"
 DENY_SET = "__parley_deny_set__"
-
-
-class JailViolation(ParleyError):
-    """The job reached for something the jail does not allow."""
-
-    problem_type = "https://parley.example/problems/jail-violation"
 
 
 # -- allowlists ------------------------------------------------------------------------------

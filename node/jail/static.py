@@ -100,7 +100,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from node.errors import ParleyError
+from node.errors import JailRejected
 
 # -- limits ----------------------------------------------------------------------------------
 MAX_BYTES = 100_000
@@ -113,27 +113,7 @@ ALLOWED_PARAMS = ("crypten", "torch")
 REQUIRED_PARAMS = 1
 
 #: Shown in the problem details of every rejection.
-PROBLEM_TYPE = "https://parley.example/problems/jail-rejected"
-
-
-class JailRejected(ParleyError):
-    """The job's source breaks a static rule: ``line``, stable ``rule`` id, ``detail`` for people.
-
-    ``str()`` reads ``line 3: rule 'no-underscore': `x.__class__` — names and attributes
-    starting with '_' are not allowed``.
-    """
-
-    problem_type = PROBLEM_TYPE
-    http_status = 422
-
-    def __init__(self, line: int, rule: str, message: str) -> None:
-        self.line = line
-        self.rule = rule
-        self.detail = message
-        super().__init__(f"line {line}: rule '{rule}': {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.line, self.rule, self.detail))
+PROBLEM_TYPE = JailRejected.problem_type
 
 
 # -- what check() returns --------------------------------------------------------------------
