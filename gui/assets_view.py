@@ -308,8 +308,9 @@ class AssetsView(QWidget):
         schema = asset.get("schema") or {}
         created = asset.get("created_at")
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "?"
+        tags = ", ".join(asset.get("tags", [])) or "(none: peers cannot find it by tag)"
         lines = [f"{asset.get('kind', '?')} {asset.get('id', '')}, published {when}",
-                 f"Tags: {', '.join(asset.get('tags', [])) or '(none: peers cannot find it by tag)'}"]
+                 f"Tags: {tags}"]
         if asset.get("description"):
             lines.append(f"Description: {asset['description']}")
         if asset.get("kind") == "dataset":
@@ -326,7 +327,8 @@ class AssetsView(QWidget):
                          for t in source.get(key, []) if isinstance(t, dict)]
                 lines.append(f"{title}: {', '.join(parts) or '?'}")
             if schema.get("parameters"):
-                lines.append(f"Parameters: {schema['parameters']:,}, opset {schema.get('opset', '?')}")
+                lines.append(f"Parameters: {schema['parameters']:,}, "
+                             f"opset {schema.get('opset', '?')}")
         return "\n".join(lines)
 
     def _on_preview_loaded(self, asset: dict[str, Any], preview: dict[str, Any]) -> None:

@@ -23,9 +23,10 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import shiboken6
@@ -156,7 +157,7 @@ class NodeConnection(QObject):
                 if resp.status >= 400:
                     raise error_from_problem(data, resp.status)
                 return data
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             what = "did not answer in time" if isinstance(exc, asyncio.TimeoutError) else \
                 "is not answering"
             raise NodeUnreachable(f"the node of {self.data_dir} {what}; it may have stopped or "

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         conductor.exit_when_done = args.exit
         conductor.start()
         if args.exit:  # unattended: never wait forever on a window
-            QTimer.singleShot(int(600_000), lambda: (print("demo: gave up after 10 minutes",
+            QTimer.singleShot(600_000, lambda: (print("demo: gave up after 10 minutes",
                                                            flush=True), app.quit()))
         app.exec()
         failed = [e for e in conductor.ended if e["state"] != "succeeded"]

@@ -348,8 +348,9 @@ class MainWindow(QMainWindow):
             self._pool_timer.start()  # workers fill without events: look again
         level, _rows, _source = isolation_summary(status)
         labels["jail"].setText(f"jail: {level}")
-        labels["jail"].setStyleSheet(f"background-color: {(OK if level == 'full' else WARNING).name()};"
-                                     " color: white; border-radius: 3px; padding: 0 6px;")
+        colour = (OK if level == "full" else WARNING).name()
+        labels["jail"].setStyleSheet(f"background-color: {colour}; color: white; "
+                                     "border-radius: 3px; padding: 0 6px;")
         if self.banner.isVisible() and self._node_proc is None:
             self.banner.hide()
         self.sig_status_loaded.emit(status)

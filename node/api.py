@@ -19,13 +19,14 @@ import hmac
 import ipaddress
 import logging
 import sqlite3
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from node import settings
-from node.core import PARTY, Node
 from node.address import format_address, looks_like_address, parse_address
+from node.core import PARTY, Node
 from node.errors import DiskFull, ParleyError, ProposalError, UnknownJob
 from node.identity import AuthError
 from node.orchestrator import ORCH, Orchestrator

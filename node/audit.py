@@ -34,7 +34,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import re
 import sqlite3
 import threading

@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from node.client import NodeClient, Party, results
 from node.display import SafeLogRecords, safe, safe_data
@@ -43,9 +44,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_node(args: argparse.Namespace) -> int:
-    from node.server import NodeServer, serve_forever
-
     from node import settings
+    from node.server import NodeServer, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
@@ -336,8 +336,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
                        ["NAME", "NODE ID", "TRUST", "ADDRESS", "SEEN BY"])
         warnings = [f"WARNING: {p['name']} ({p['node_id']}): {p['name_clash']}" for p in rows
                     if p.get("name_clash")]
-        pending = [f"pairing request {q['id']} with {q['name']}: code {q['code']} "
-                   f"({'confirmed here' if q['local_confirmed'] else 'confirm with parley pair --confirm ' + q['id']})"
+        def todo(q: dict[str, Any]) -> str:
+            return ("confirmed here" if q["local_confirmed"]
+                    else f"confirm with parley pair --confirm {q['id']}")
+
+        pending = [f"pairing request {q['id']} with {q['name']}: code {q['code']} ({todo(q)})"
                    for q in safe_data(client.pairings()) if q["state"] == "pending"]
         return "\n".join([table, *warnings, *pending])
 

@@ -20,15 +20,15 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from node.errors import JobFailed, NodeUnreachable, error_from_problem
 from node.paths import data_dir as default_data_dir
 from node.paths import node_running
 from node.wire import decode
-
 
 TERMINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
 
@@ -222,7 +222,8 @@ def results(job: dict[str, Any]) -> dict[int, Any]:
 def run_multiworkers(parties: list[Party], *, client: NodeClient,
                      bindings: Iterable[tuple[str, int, str]] = (), result_to: Iterable[int] = (0,),
                      title: str = "", limits: dict[str, float] | None = None,
-                     precision_bits: int | None = None, timeout: float = 900) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
+                     precision_bits: int | None = None, timeout: float = 900
+                     ) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
     """Run the decorated function as a CrypTen job on ``parties`` (rank = position).
 
     ``precision_bits`` sets CrypTen's fixed-point precision for the job (default 16): more bits

@@ -359,7 +359,8 @@ def end_rendezvous() -> None:
         _stores.pop().done()
 
 
-_rendezvous = importlib.import_module("torch.distributed.rendezvous")  # the module, not the function
+# the module, not the function of the same name
+_rendezvous = importlib.import_module("torch.distributed.rendezvous")
 if _protocol.RENDEZVOUS_SCHEME not in _rendezvous._rendezvous_handlers:
     _rendezvous.register_rendezvous_handler(_protocol.RENDEZVOUS_SCHEME, _parley_rendezvous_handler)
 

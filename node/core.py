@@ -17,17 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node import __version__, review
 from node import proposal as proposals
-from node import review
-from node.jail import ALL_LAYERS, lockdown, static
-from node import __version__
-from node.errors import (Forbidden, ImportCancelled, JobStateError, ParleyError, ProposalError,
-                         UnknownPeer)
+from node.errors import (
+    Forbidden,
+    ImportCancelled,
+    JobStateError,
+    ParleyError,
+    ProposalError,
+    UnknownPeer,
+)
 from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.files import write_atomic
+from node.jail import ALL_LAYERS, lockdown, static
 from node.jobs import JobBook, JobRecord
-from node.runner import (MIN_FREE_MEMORY, PartyLauncher, PartyProcess, available_memory,
-                         interface_of, parties_on_host, party_threads)
+from node.runner import (
+    MIN_FREE_MEMORY,
+    PartyLauncher,
+    PartyProcess,
+    available_memory,
+    interface_of,
+    parties_on_host,
+    party_threads,
+)
 from node.store import Asset, Store
 from node.trust import Trust
 

@@ -21,8 +21,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,9 @@ def read_csv(name: str) -> tuple[list[str], np.ndarray]:
 
 
 def plain_inference() -> np.ndarray:
-    from node.compat import crypten
     import torch
+
+    from node.compat import crypten
 
     with warnings.catch_warnings():  # CrypTen's converter warns about read-only numpy arrays
         warnings.simplefilter("ignore", UserWarning)
@@ -148,7 +150,7 @@ def run_phase(title: str, spec: dict[str, Any], orchestrator: NodeClient,
 
 def party_line(done: dict[str, Any]) -> str:
     parts = []
-    for rank, party in sorted(done["detail"]["parties"].items()):
+    for _rank, party in sorted(done["detail"]["parties"].items()):
         t = party.get("timings", {})
         s = party.get("stats", {})
         start = (f"warm worker, start {t.get('imported_at_s', 0):.2f}s" if t.get("warm")

@@ -43,7 +43,6 @@ import enum
 import ssl
 from typing import Any
 
-
 _BY_PROBLEM_TYPE: dict[str, type[ParleyError]] = {}
 
 

@@ -164,7 +164,7 @@ class EventLog:
                     return found
                 try:
                     await asyncio.wait_for(waiter[1].wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             finally:
                 self._waiters.discard(waiter)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import enum
 import hashlib
 import hmac
 import ipaddress
@@ -71,7 +70,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.errors import AuthError, AuthReason, IdentityError, ParleyError, PinMismatch
+from node.errors import AuthError, AuthReason, IdentityError, PinMismatch
 from node.files import write_atomic
 from node.wire import canonical
 
@@ -265,7 +264,7 @@ def _make_certificate(key: Ed25519PrivateKey) -> x509.Certificate:
     public = key.public_key()
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fingerprint_of(raw))])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -274,7 +273,7 @@ def _make_certificate(key: Ed25519PrivateKey) -> x509.Certificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))  # tolerate peers' slow clocks
         .not_valid_after(datetime.datetime(9999, 12, 31, 23, 59, 59,
-                                           tzinfo=datetime.timezone.utc))
+                                           tzinfo=datetime.UTC))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False,

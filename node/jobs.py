@@ -22,9 +22,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from node import db
 from node.errors import JobStateError, UnknownJob
@@ -161,7 +162,7 @@ class JobBook:
             args.append(role)
         states = list(states)
         if states:
-            clauses.append("state IN (%s)" % ",".join("?" * len(states)))
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
             args.extend(states)
         if clauses:
             query += " WHERE " + " AND ".join(clauses)

@@ -20,8 +20,8 @@ import aiohttp
 
 from node import architecture, plans
 from node import proposal as proposals
-from node.core import Node
 from node.address import format_address, parse_address
+from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
 from node.events import FailureKind, JobState, Role
 from node.jail import static
@@ -74,7 +74,7 @@ class Orchestrator:
         except aiohttp.ClientConnectorCertificateError:
             raise ParleyError(f"{party['name']} presented another certificate than the one "
                               f"paired: not the node you paired with") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise NodeUnreachable(f"{party['name']} ({party['url']}) did not answer "
                                   f"({type(exc).__name__})") from None
 
@@ -139,7 +139,7 @@ class Orchestrator:
             try:
                 found = await asyncio.wait_for(self._call(
                     "GET", party, f"/peer/v1/catalog?tag={quote(tag)}"), 5)
-            except (ParleyError, asyncio.TimeoutError):
+            except (TimeoutError, ParleyError):
                 return tag, None
             assets = found.get("assets", [])
             return tag, assets[0]["schema"] if len(assets) == 1 else None
@@ -182,7 +182,7 @@ class Orchestrator:
                 self._silent.discard(address)
                 self.trust.peers.seen(info["node_id"], info["name"], host, int(port), "manual",
                                       int(info.get("catalog_version", 0)))
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError):
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
                 if address not in self._silent:
                     self._silent.add(address)
                     logger.info("manual peer %s did not answer (said once; it is shown "
@@ -301,7 +301,7 @@ class Orchestrator:
                     answer = await asyncio.wait_for(self._call(
                         "GET", party, f"/peer/v1/catalog?tag={quote(b['tag'])}"), 10)
                     assets = answer.get("assets", [])
-            except (ParleyError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ParleyError) as exc:
                 problems.append(f"{party['name']} did not answer for '{b['tag']}': "
                                 f"{getattr(exc, 'message', 'timed out')}")
                 return

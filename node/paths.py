@@ -15,9 +15,9 @@ import os
 import stat
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
-
 import platformdirs
+
+logger = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "PARLEY_DATA_DIR"
 

@@ -176,7 +176,7 @@ def render(plan: dict[str, Any]) -> tuple[str, str]:
     accuracy = 1 - wrong.mean()
     return {{"accuracy": accuracy.get_plain_text(dst={out}),
             "loss": loss.get_plain_text(dst={out})}}
-'''
+'''  # noqa: E501 - the job's source, one statement per line as reviewers read it
         return (f'''def run_training(crypten):
     """Plan: train a {plan["model"]} model on features split across parties, labels at rank
     {labels["rank"]}. Each owner standardises its own columns before sharing. Revealed to rank

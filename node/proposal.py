@@ -201,7 +201,8 @@ def check_against_store(p: dict[str, Any], rank: int, store: Any
             try:
                 asset = store.by_tag(b["tag"])
             except StoreError as exc:
-                raise ProposalError(f"this node cannot provide '{b['tag']}': {exc.message}") from None
+                raise ProposalError(f"this node cannot provide '{b['tag']}': "
+                                    f"{exc.message}") from None
             if asset.kind != b["kind"]:
                 raise ProposalError(f"'{b['tag']}' here is a {asset.kind}, but the job "
                                     f"expects a {b['kind']}")

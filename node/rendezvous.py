@@ -268,7 +268,8 @@ class RendezvousServer:
             await self._put(key, str(value).encode())
             return {"n": value}
         if op == "compare_set":
-            expected, desired = decode_value(request.get("expected")), decode_value(request.get("desired"))
+            expected = decode_value(request.get("expected"))
+            desired = decode_value(request.get("desired"))
             current = self._data.get(key)
             if (current is None and not expected) or current == expected:
                 await self._put(key, desired)

@@ -166,7 +166,8 @@ def render_text(job: dict[str, Any]) -> str:
         f"this node plays rank {r['this_node']['rank']}; parties: "
         + ", ".join(f"{q['rank']}={q['name']}" for q in r["parties"]),
         f"code: {r['code_kind']}" + (" (rendered by this node from the plan)"
-                                     if r["code_kind"] != "source" else " (sent by the orchestrator)"),
+                                     if r["code_kind"] != "source"
+                                     else " (sent by the orchestrator)"),
         "reads:",
     ]
     for item in r["reads"]:

@@ -726,7 +726,8 @@ def _open_csv(path: Path) -> io.BufferedReader:
     except IsADirectoryError:
         raise DatasetError(f"{path} is a folder; choose a file") from None
     except OSError as exc:
-        raise DatasetError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
+        raise DatasetError(f"{path} cannot be read ({exc.strerror}); check its "
+                           f"permissions") from None
     return f
 
 

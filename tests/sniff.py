@@ -153,7 +153,7 @@ class LoopbackSniffer:
         while True:
             try:
                 frame, addr = sock.recvfrom(1 << 18)
-            except socket.timeout:
+            except TimeoutError:
                 if self._stop.is_set():
                     return
                 continue

@@ -14,7 +14,6 @@ from node.cli import build_parser
 from tests.conftest import JOB_TIMEOUT
 
 
-
 def _commands() -> list[str]:
     """Every subcommand the parser has: a new command is covered without editing this test."""
     import argparse

@@ -245,9 +245,8 @@ def test_decode_is_exact() -> None:
     # One rounding only: the result is the float32 nearest the exact quotient.
     assert torch.equal(decoded, exact.float())
     # -3 + 2**-16 (the example from node/compat.py)
-    assert crypten.encoder.FixedPointEncoder().decode(torch.tensor([-196607])).item() == pytest.approx(
-        -196607 / SCALE, abs=1e-6
-    )
+    decoded = crypten.encoder.FixedPointEncoder().decode(torch.tensor([-196607])).item()
+    assert decoded == pytest.approx(-196607 / SCALE, abs=1e-6)
 
 
 def test_decode_rejects_float_and_passes_none() -> None:
@@ -371,7 +370,8 @@ def _run_parties_at(world_size: int, rendezvous: str) -> dict[int, dict]:
                 rank, status, payload = results.get(timeout=_PARTY_TIMEOUT_S)
             except queue_module.Empty:
                 codes = [p.exitcode for p in procs]
-                pytest.fail(f"parties did not report within {_PARTY_TIMEOUT_S}s (exit codes {codes})")
+                pytest.fail(f"parties did not report within {_PARTY_TIMEOUT_S}s "
+                            f"(exit codes {codes})")
             assert status == "ok", f"party {rank} failed:\n{payload}"
             by_rank[rank] = payload
         for p in procs:
@@ -399,7 +399,8 @@ def test_parties_over_tcp_decode_exactly(world_size: int) -> None:
             assert err < 1e-3, f"{name}: max error {err} at rank {rank}"
             assert out[name] == by_rank[0][name], f"{name}: parties revealed different values"
         summary[name] = (by_rank[0][name]["buggy_off_by_one"], by_rank[0][name]["ulp_errors"])
-    print(f"\n{world_size} parties: {{op: (original decode off by one, ulp errors seen)}} = {summary}")
+    print(f"\n{world_size} parties: {{op: (original decode off by one, ulp errors seen)}} = "
+          f"{summary}")
 
     if world_size == 3:
         # Three parties truncate through the wrap-count protocol: each of the three shares is

@@ -139,7 +139,8 @@ def test_a_finished_job_is_benchmarked_against_plain_crypten_and_plaintext(make_
 
 
 def test_a_job_file_from_the_app_is_what_parley_submit_takes(make_node, tmp_path):
-    alice, bob = make_node("alice"), make_node("bob")
+    alice = make_node("alice")
+    make_node("bob")  # the job's second party
     alice.client.publish(write_csv(tmp_path / "a.csv", np.full((3, 4), 2.0)), tags=["nums"])
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps({

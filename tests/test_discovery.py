@@ -653,7 +653,7 @@ def test_three_namespaces_see_each_other(
         me.wait_peer("added", other, host=three_hosts[peers.index(other)].address)
     _ip("-n", late.name, "addr", "add", f"{late.address}/24", "dev", late.ifname)
 
-    for me, my_host in zip(peers, three_hosts):
+    for me in peers:
         ready = me.wait_for("ready", lambda e: e["event"] == "ready", 10)
         for other, host in zip(peers, three_hosts):
             if other is not me:

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 
 from node.client import NodeClient, results
-from node.wire import decode
 from node.errors import NodeUnreachable, PairingError
+from node.wire import decode
 from tests.conftest import JOB_TIMEOUT, wait_until
 from tests.test_jobs import spec, write_csv
 

@@ -40,8 +40,8 @@ def test_statistics_plan_runs_by_policy_without_a_person(make_node, tmp_path):
     assert value["count"] == 90
     np.testing.assert_allclose(value["mean"], rows.mean(0), atol=1e-2)
     np.testing.assert_allclose(value["variance"], rows.var(0), rtol=1e-3)
-    np.testing.assert_allclose(value["histogram"], np.histogram(rows[:, 0], [0, 40, 50, 60, 100])[0],
-                               atol=1e-3)
+    expected = np.histogram(rows[:, 0], [0, 40, 50, 60, 100])[0]
+    np.testing.assert_allclose(value["histogram"], expected, atol=1e-3)
     for node in nodes:
         party = node.client.job(job["id"], role="party")
         assert party["detail"]["approved_by"] == ("approved by the owner's policy: statistics "
@@ -97,7 +97,8 @@ def test_review_diff_reveal_control_and_static_refusal(make_node, tmp_path):
     for node in (alice, bob):
         node.client.publish(write_csv(tmp_path / f"{node.name}.csv", np.ones((4, 4))),
                             tags=["nums"])
-    v1 = "def run(crypten):\n    x = crypten.load('nums', 1)\n    return x.sum().get_plain_text(dst=0)\n"
+    v1 = ("def run(crypten):\n    x = crypten.load('nums', 1)\n"
+          "    return x.sum().get_plain_text(dst=0)\n")
     body = spec([alice, bob], v1, [("nums", 1, "dataset")])
     body["title"] = "totals"
     job = alice.client.submit(body)

@@ -8,8 +8,17 @@ import textwrap
 import pytest
 
 from node.errors import ParleyError
-from node.jail.static import (DYNAMIC, MAX_BYTES, FunctionInfo, JailRejected, Load, Loop, Reveal,
-                              check, is_dynamic)
+from node.jail.static import (
+    DYNAMIC,
+    MAX_BYTES,
+    FunctionInfo,
+    JailRejected,
+    Load,
+    Loop,
+    Reveal,
+    check,
+    is_dynamic,
+)
 
 BENIGN = '''\
 def run(crypten):

@@ -194,7 +194,8 @@ def test_search_across_paired_peers(make_node, tmp_path):
     # the orchestrator binds a job's roles from the search: one party per holder
     from node.client import Party
 
-    source = ("def run(crypten):\n    a = crypten.load('wages', 0)\n    b = crypten.load('wages', 1)"
+    source = ("def run(crypten):\n    a = crypten.load('wages', 0)\n"
+              "    b = crypten.load('wages', 1)"
               "\n    return (a.sum() + b.sum()).get_plain_text(dst=0)\n")
     parties = [Party(m["node"]["name"], m["node"]["node_id"]) for m in found["matches"]]
     job = alice.client.submit({"source": source, "entry": "run",

@@ -35,8 +35,8 @@ from typing import Any
 
 from node.bench.compare import run
 from node.bench.finished_job import benchmark_job
-from node.errors import BenchError, NativeRunError
 from node.bench.workloads import GROUPS, catalogue
+from node.errors import BenchError, NativeRunError
 
 __all__ = ["BenchError", "NativeRunError", "add_arguments", "benchmark_job", "main", "run"]
 

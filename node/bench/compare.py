@@ -21,9 +21,9 @@ from typing import Any
 
 from node.bench import figures
 from node.bench.native_arm import NativeJob, NativeRun, run_native
-from node.errors import BenchError
 from node.bench.parley_arm import ParleyArm, ParleyRun
 from node.bench.workloads import AA_PREFERRED, Workload, select
+from node.errors import BenchError
 
 NATIVE_ARM = ("plain CrypTen 0.4.1: one `python node/bench/native.py` process per party, "
               "torch's tcp:// rendezvous at rank 0, one torch thread each, every party reading "

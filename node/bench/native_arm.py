@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.errors import BenchError, NativeRunError
+from node.errors import NativeRunError
 
 SCRIPT = Path(__file__).with_name("native.py")
 PORT_TAKEN = 75  # native.py's exit status when rank 0 could not listen

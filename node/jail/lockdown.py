@@ -43,9 +43,10 @@ dict, never raised, so a party on an older kernel still runs and says what it la
    personality, clock and host settings, reboot, swap, scheduling priority, and file mutation
    (unlink, rename, mkdir, rmdir, link, symlink, mknod, chmod, chown, xattrs, utime, truncate,
    ftruncate, fallocate, creat; open/openat with a write, create, truncate or append flag;
-   openat2 gets ENOSYS, as its flags sit behind a pointer). The file rules repeat Landlock's on purpose: they hold on kernels without Landlock
-   and in threads Landlock could not reach. Calls from a foreign ABI (i386 via int 0x80, x32)
-   are refused whole. Supported: x86_64 and aarch64; elsewhere seccomp is reported unsupported.
+   openat2 gets ENOSYS, as its flags sit behind a pointer). The file rules repeat Landlock's on
+   purpose: they hold on kernels without Landlock and in threads Landlock could not reach.
+   Calls from a foreign ABI (i386 via int 0x80, x32) are refused whole. Supported: x86_64 and
+   aarch64; elsewhere seccomp is reported unsupported.
 
 ``available()`` says what this machine offers, without applying anything.
 """
@@ -351,11 +352,11 @@ def _seal_listeners() -> dict[str, Any]:
 
     Each gloo device keeps a listening socket after the rendezvous (the rendezvous itself is
     served by rank 0's node, node/rendezvous.py). seccomp refuses accept() once locked, and gloo
-    aborts the whole process when accept() fails with anything but EAGAIN, so anyone able to reach such a port
-    could kill the party by connecting. A socket filter that drops every packet, attached to
-    the listener and locked (SO_LOCK_FILTER: the job cannot detach it), makes the kernel drop
-    incoming SYNs before they reach the backlog: the caller's connect times out, nothing wakes
-    gloo, and the established connections (separate sockets) are untouched.
+    aborts the whole process when accept() fails with anything but EAGAIN, so anyone able to
+    reach such a port could kill the party by connecting. A socket filter that drops every
+    packet, attached to the listener and locked (SO_LOCK_FILTER: the job cannot detach it),
+    makes the kernel drop incoming SYNs before they reach the backlog: the caller's connect
+    times out, nothing wakes gloo, and the established connections (separate sockets) are untouched.
     """
     prog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(_DROP_ALL))
     sealed, failed = [], {}
@@ -642,7 +643,7 @@ class _Asm:
     def assemble(self) -> list[tuple[int, int, int, int]]:
         out = []
         for i, (code, jt, jf, k) in enumerate(self.ins):
-            def off(target: Any) -> int:
+            def off(target: Any, i: int = i) -> int:
                 if isinstance(target, int):
                     return target
                 rel = self.labels[target] - i - 1

@@ -27,7 +27,8 @@ import ast
 import builtins
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

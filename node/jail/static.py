@@ -98,7 +98,7 @@ import tokenize
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from node.errors import JailRejected
 
@@ -144,7 +144,7 @@ class Reveal:
     DYNAMIC when computed."""
 
     line: int
-    dst: Union[int, None, Dynamic]
+    dst: int | None | Dynamic
     expr_text: str
 
 
@@ -156,9 +156,9 @@ class Load:
     None for models."""
 
     line: int
-    tag: Union[str, Dynamic]
-    src: Union[int, None, Dynamic]
-    part: Union[str, None, Dynamic]
+    tag: str | Dynamic
+    src: int | None | Dynamic
+    part: str | None | Dynamic
     kind: Literal["dataset", "model"]
 
 
@@ -378,12 +378,13 @@ def check(source: str, entry: str | None = None) -> FunctionInfo:
 def _check_size(text: str) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
-        used, line = 0, 1
-        for line, chunk in enumerate(text.split("\n"), start=1):
+        used, over = 0, 1
+        for number, chunk in enumerate(text.split("\n"), start=1):
             used += len(chunk.encode("utf-8", "surrogatepass")) + 1
             if used > MAX_BYTES:
+                over = number
                 break
-        raise JailRejected(line, "too-large", f"the source is {size:,} bytes; the limit is "
+        raise JailRejected(over, "too-large", f"the source is {size:,} bytes; the limit is "
                                               f"{MAX_BYTES:,}")
     lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     if lines > MAX_LINES:
