@@ -97,9 +97,9 @@ _parent = os.getppid()
 
 import torch
 
-from node import jobapi, wire
+from node import wire
 from node.compat import crypten, end_rendezvous
-from node.jail import ALL_LAYERS, runtime
+from node.jail import ALL_LAYERS, job_api, runtime
 from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
 
@@ -119,7 +119,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "jail_rejected", f"the static check refused the job: {text}"
     if isinstance(exc, runtime.JailViolation):
         return "jail_violation", f"the jail stopped the job{where}: {text}"
-    if isinstance(exc, (jobapi.JobApiError, wire.WireError)):
+    if isinstance(exc, (job_api.JobApiError, wire.WireError)):
         return "job_error", text
     if isinstance(exc, MemoryError):
         return "limit", "the job ran out of its memory limit"
@@ -145,7 +145,7 @@ def _read_assets(spec: dict[str, Any]) -> None:
         size = int(blob["size"])
         data = sys.stdin.buffer.read(size)
         if len(data) != size:
-            raise jobapi.JobApiError("the node closed the pipe before sending every asset")
+            raise job_api.JobApiError("the node closed the pipe before sending every asset")
         entry = spec["assets"][blob["tag"]][str(blob["rank"])]
         entry.setdefault("data", {})[blob["part"]] = data
 
@@ -211,7 +211,7 @@ def run(spec: dict[str, Any]) -> int:
         from node.jail import static
 
         static.check(source, entry)
-    api = jobapi.JobCrypten(rank=rank, world_size=world, assets=spec["assets"],
+    api = job_api.JobCrypten(rank=rank, world_size=world, assets=spec["assets"],
                             dry_run=bool(spec.get("dry_run")))
     reveal_map = spec.get("reveal", {})
     reveal = runtime.RevealGuard(to=reveal_map.get("to", []),

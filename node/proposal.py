@@ -26,7 +26,7 @@ holder's catalog when it submits (node/orchestrator.py): a dataset's ``shape`` (
 dimension, in a proposal written by hand, means any), whether it has ``labels`` and their
 ``label_shape``; a model's ``architecture`` (node/architecture.py: its ONNX graph without
 weights). With a dataset's shape and a model's architecture stated, the parties know them
-without a word on the wire; see node/jobapi.py.
+without a word on the wire; see node/jail/job_api.py.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def _concrete(shape: Any) -> bool:
 
 
 def party_entry(b: dict[str, Any]) -> dict[str, Any]:
-    """What a party process is told of binding ``b`` (node/jobapi.py): its rank and kind, and
+    """What a party process is told of binding ``b`` (node/jail/job_api.py): its rank and kind, and
     what the proposal states of the asset, which every party then knows without asking its
     owner: a dataset's concrete ``shapes`` (part -> shape; a part missing there does not
     exist), a model's ``architecture``. A binding that states neither (a null dimension, or no

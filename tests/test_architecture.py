@@ -211,7 +211,7 @@ def _party(rank: int, rendezvous: str, assets: dict[str, Any], results: Any) -> 
                           RANK=str(rank), GLOO_SOCKET_IFNAME="lo")
         torch.set_num_threads(1)
         from node.compat import crypten
-        from node.jobapi import JobCrypten
+        from node.jail.job_api import JobCrypten
 
         crypten.init()
         crypten.cfg.communicator.verbose = True

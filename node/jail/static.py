@@ -1,4 +1,4 @@
-"""Layer 1 of the jail: static checks on a job's source, before anything of it runs.
+"""Layer 2 of the jail: static checks on a job's source, before anything of it runs.
 
 A job is ONE plain function, ``def run(crypten): ...``, written by someone other than the data
 owner who approves it. :func:`check` parses the source (it never compiles or runs it), rejects
