@@ -40,6 +40,7 @@ import threading
 from pathlib import Path
 from typing import Any, Self
 
+from node.db import connect
 from node.errors import AuditError
 from node.files import write_atomic
 from node.wire import canonical
@@ -94,14 +95,10 @@ class AuditLog:
         self.path = self.data_dir / DB_FILE
         self.head_path = self.data_dir / HEAD_FILE
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
+        self._db = connect(self.path, (
             "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, "
             "kind TEXT NOT NULL, fields TEXT NOT NULL, prev_hash TEXT NOT NULL, "
-            "hash TEXT NOT NULL)")
+            "hash TEXT NOT NULL)"))
         self._minute = ""  # the minute the refusal tallies below belong to
         self._tallies: dict[tuple[str, str], _Tally] = {}
         self._catch_up_head()

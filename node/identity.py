@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.db import connect
 from node.errors import AuthError, AuthReason, IdentityError, PinMismatch
 from node.files import write_atomic
 from node.wire import canonical
@@ -453,14 +454,10 @@ class RequestVerifier:
         self._clock = clock
         self._lock = threading.Lock()
         self._not_before = None if nonce_db is not None else math.floor(clock())
-        self._db = sqlite3.connect(":memory:" if nonce_db is None else str(nonce_db),
-                                   check_same_thread=False, isolation_level=None)
-        if nonce_db is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS nonces (node TEXT NOT NULL, "
-                         "nonce TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (node, nonce))")
-        self._db.execute("CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)")
+        self._db = connect(None if nonce_db is None else Path(nonce_db), (
+            "CREATE TABLE IF NOT EXISTS nonces (node TEXT NOT NULL, nonce TEXT NOT NULL, "
+            "expires REAL NOT NULL, PRIMARY KEY (node, nonce));"
+            "CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)"), durable=False)
         with self._lock:
             self._count = self._prune()
 

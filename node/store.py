@@ -46,6 +46,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from node.db import connect
 from node.errors import DatasetError, ModelError, StoreError, UnknownAsset
 from node.files import write_atomic
 
@@ -163,15 +164,8 @@ class Store:
         path = self.data_dir / "store.sqlite"
         self._db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(
-                path,
-                timeout=30.0,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
-                check_same_thread=False,
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+            self._db = connect(path, timeout=30.0, foreign_keys=True)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise StoreError(
