@@ -35,7 +35,7 @@ from gui.debounce import debounced
 from gui.identicon import identicon_icon
 from gui.pairing_dialog import PairingDialog, format_code
 from gui.review_dialog import KIND_WORDS, ReviewDialog
-from gui.style import ERROR, OK, WARNING
+from gui.style import ERROR, OK, WARNING, tree_group
 from node.display import safe
 from node.errors import ParleyError
 
@@ -138,14 +138,7 @@ class InboxView(QWidget):
         self._update_buttons()
 
     def _group(self, title: str) -> QTreeWidgetItem:
-        group = QTreeWidgetItem(self.tree, [title])
-        font = group.font(0)
-        font.setBold(True)
-        group.setFont(0, font)
-        group.setFlags(Qt.ItemFlag.ItemIsEnabled)
-        group.setFirstColumnSpanned(True)
-        group.setExpanded(True)
-        return group
+        return tree_group(self.tree, title)
 
     # -- loading ------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -45,7 +45,7 @@ from gui.client import NodeConnection
 from gui.debounce import debounced
 from gui.results_view import ResultsView
 from gui.review_dialog import KIND_WORDS
-from gui.style import ERROR, OK, WARNING
+from gui.style import ERROR, OK, WARNING, tree_group
 from node.display import safe
 from node.errors import ParleyError
 
@@ -280,14 +280,7 @@ class JobsView(QWidget):
         self._show_detail()
 
     def _group(self, title: str) -> QTreeWidgetItem:
-        group = QTreeWidgetItem(self.tree, [title])
-        font = group.font(0)
-        font.setBold(True)
-        group.setFont(0, font)
-        group.setFlags(Qt.ItemFlag.ItemIsEnabled)
-        group.setFirstColumnSpanned(True)
-        group.setExpanded(True)
-        return group
+        return tree_group(self.tree, title)
 
     # -- loading --------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QApplication, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import QApplication, QTableWidgetItem, QTreeWidget, QTreeWidgetItem, QWidget
 
 from node.display import safe
 
@@ -95,6 +95,18 @@ def asset_shape(asset: dict[str, Any]) -> str:
     if schema.get("parameters"):
         text += f", {schema['parameters']:,} parameters"
     return text
+
+
+def tree_group(tree: QTreeWidget, title: str) -> QTreeWidgetItem:
+    """A bold, expanded heading row spanning every column, that cannot be selected."""
+    group = QTreeWidgetItem(tree, [title])
+    font = group.font(0)
+    font.setBold(True)
+    group.setFont(0, font)
+    group.setFlags(Qt.ItemFlag.ItemIsEnabled)
+    group.setFirstColumnSpanned(True)
+    group.setExpanded(True)
+    return group
 
 
 def table_cell(text: str, tip: str = "") -> QTableWidgetItem:
