@@ -250,6 +250,13 @@ class JsonTooDeep(WireError):
     http_status = 400
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): what a
+    message for people quotes of a library's error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def error_from_problem(document: object, status: int = 0) -> ParleyError:
     """The specific exception an RFC 9457 problem document stands for (the client's side of
     ``ParleyError.problem_type``); ParleyError itself for a type this side does not know."""

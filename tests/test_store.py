@@ -257,9 +257,9 @@ def test_csv_read_in_chunks_reads_the_same_as_whole(
 ) -> None:
     """Quoted cells with line ends, CRLF, CR alone, blank lines and spaces: the quick path and
     csv agree, however the text is cut."""
-    import node.store
+    import node.datasets
 
-    monkeypatch.setattr(node.store, "_CSV_CHUNK_CHARS", chunk)
+    monkeypatch.setattr(node.datasets, "_CSV_CHUNK_CHARS", chunk)
     cases = {
         "crlf.csv": ("a,b\r\n1,2\r\n\r\n 3 ,\t4\r\n", [[1, 2], [3, 4]]),
         "mac.csv": ("a,b\r1,2\r3,4\r", [[1, 2], [3, 4]]),
