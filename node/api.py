@@ -362,7 +362,7 @@ async def admin_job_dry_run(request: web.Request) -> web.Response:
     """A received proposal run here alone, on mock data shaped like the real assets."""
     node = request.app[NODE]
     job = await asyncio.to_thread(node.jobs.get, request.match_info["job"], PARTY)
-    shapes = await request.app[ORCHESTRATOR].schemas_elsewhere(job.proposal, job.rank)
+    shapes = await request.app[ORCHESTRATOR].network.schemas_elsewhere(job.proposal, job.rank)
     return web.json_response(await node.dry_run_proposal(job.id, shapes))
 
 
@@ -421,7 +421,7 @@ async def admin_dry_run(request: web.Request) -> web.Response:
     time_s = body.get("time_s", 180)
     if not isinstance(time_s, (int, float)) or isinstance(time_s, bool) or not 0 < time_s <= 86400:
         raise ProposalError("time_s: a number of seconds in (0, 86400]")
-    schemas = await request.app[ORCHESTRATOR].schemas_of_tags(body["source"], str(entry))
+    schemas = await request.app[ORCHESTRATOR].network.schemas_of_tags(body["source"], str(entry))
     return web.json_response(await request.app[NODE].dry_run(body["source"], str(entry),
                                                              time_s=float(time_s),
                                                              schemas=schemas))
@@ -503,14 +503,14 @@ async def admin_add_peer(request: web.Request) -> web.Response:
     host, port = parse_address(body.get("address") if isinstance(body, dict) else None)
     node = request.app[NODE]
     node.trust.peers.add_manual(format_address(host, port))
-    await request.app[ORCHESTRATOR].probe_manual()
+    await request.app[ORCHESTRATOR].network.probe_manual()
     return web.json_response({"added": format_address(host, port)}, status=201)
 
 
 async def admin_search(request: web.Request) -> web.Response:
     tags = request.query.getall("tag", [])
     wait = _query_float(request, "timeout", 3.0, 30)
-    return web.json_response(await request.app[ORCHESTRATOR].search(tags, wait))
+    return web.json_response(await request.app[ORCHESTRATOR].network.search(tags, wait))
 
 
 async def admin_audit(request: web.Request) -> web.Response:

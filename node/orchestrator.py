@@ -10,22 +10,19 @@ orchestrator already knows is coming.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from node import architecture, plans
 from node import proposal as proposals
-from node.address import format_address, parse_address
 from node.core import Node
 from node.errors import JobStateError, NodeUnreachable, ParleyError, ProposalError
 from node.events import FailureKind, JobState, Role
 from node.jail import static
 from node.jobs import TERMINAL, JobRecord
+from node.network import Network
 from node.rendezvous import redact_rendezvous
 
 logger = logging.getLogger(__name__)
@@ -39,8 +36,8 @@ class Orchestrator:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.trust = node.trust
+        self.network = Network(node)
         self._stop: dict[str, asyncio.Event] = {}  # set when the owner cancels a job
-        self._silent: set[str] = set()  # manual peers whose silence was logged already
 
     def resume_interrupted(self) -> list[str]:
         """At start: pick up the jobs this node was driving when it stopped. Their parties
@@ -55,38 +52,6 @@ class Orchestrator:
             logger.info("resuming orchestration %s (was %s)", job.id, job.state)
             self.node.spawn(self._drive(job.id, resume=job.state))
         return resumed
-
-    # -- peer calls ---------------------------------------------------------------------
-    async def _call(self, method: str, party: dict[str, Any], path: str, body: Any = None) -> Any:
-        """A signed request to a paired node over TLS pinned to its certificate."""
-        node_id = party["node_id"]
-        url = self._url_of(party) + path
-        data = json.dumps(body).encode() if body is not None else b""
-        session = self.trust.session(node_id, self.trust.pin_of(node_id))
-        headers = self.trust.signed_headers(method, url, data, node_id)
-        try:
-            async with session.request(method, url, data=data or None, headers=headers) as resp:
-                answer = await resp.json(content_type=None)
-                if resp.status >= 400:
-                    detail = answer.get("detail") if isinstance(answer, dict) else None
-                    raise ParleyError(detail or f"HTTP {resp.status}")
-                return answer
-        except aiohttp.ClientConnectorCertificateError:
-            raise ParleyError(f"{party['name']} presented another certificate than the one "
-                              f"paired: not the node you paired with") from None
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise NodeUnreachable(f"{party['name']} ({party['url']}) did not answer "
-                                  f"({type(exc).__name__})") from None
-
-    def _url_of(self, party: dict[str, Any]) -> str:
-        """Where a party is now: this node's own address, or the address the peer book
-        holds for the key (a paired peer that restarted on another port is followed)."""
-        if party["node_id"] == self.node.node_id:
-            return self.node.peer_url
-        try:
-            return self.trust.peers.get(party["node_id"]).url
-        except ParleyError:
-            return party["url"]
 
     def resolve(self, ref: Any) -> dict[str, str]:
         """A party named by the orchestrator's owner: this node, or a paired peer."""
@@ -104,89 +69,6 @@ class Orchestrator:
             raise ProposalError(f"{peer.name} is not paired with this node; pair first with "
                                 f"`parley pair {peer.name}`")
         return {"name": peer.name, "url": peer.url, "node_id": peer.node_id}
-
-    # -- the network --------------------------------------------------------------------
-    async def search(self, tags: list[str], wait_s: float) -> dict[str, Any]:
-        """Every paired peer's catalog at once; slow peers are reported, not waited for."""
-        me = {"name": self.node.name, "url": self.node.peer_url, "node_id": self.node.node_id}
-        targets = [me] + [{"name": p.name, "url": p.url, "node_id": p.node_id}
-                          for p in self.trust.peers.paired()]
-        query = "&".join(f"tag={quote(t)}" for t in tags)
-        tasks = {asyncio.ensure_future(self._call("GET", t, f"/peer/v1/catalog?{query}")):
-                 t for t in targets}
-        done, pending = await asyncio.wait(tasks, timeout=wait_s)
-        for task in pending:
-            task.cancel()
-        matches, errors = [], []
-        for task in done:
-            target = tasks[task]
-            if task.exception() is not None:
-                exc = task.exception()
-                errors.append({"node": target["name"], "error": getattr(exc, "message",
-                                                                       repr(exc))})
-            elif task.result()["assets"]:
-                matches.append({"node": {**target}, "assets": task.result()["assets"]})
-        return {"tags": tags, "matches": sorted(matches, key=lambda m: m["node"]["name"]),
-                "slow": sorted(tasks[t]["name"] for t in pending), "errors": errors}
-
-    async def schemas_elsewhere(self, p: dict[str, Any], rank: int) -> dict[str, dict[str, Any]]:
-        """The catalog schema of every tag of ``p`` bound at another rank than ``rank`` (what a
-        dry run needs to stand in for it); tags whose holder does not answer are left out."""
-        wanted = {b["tag"]: proposals.party_of(p, b["rank"]) for b in p["bindings"]
-                  if b["rank"] != rank}
-
-        async def one(tag: str, party: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-            try:
-                found = await asyncio.wait_for(self._call(
-                    "GET", party, f"/peer/v1/catalog?tag={quote(tag)}"), 5)
-            except (TimeoutError, ParleyError):
-                return tag, None
-            assets = found.get("assets", [])
-            return tag, assets[0]["schema"] if len(assets) == 1 else None
-
-        pairs = await asyncio.gather(*(one(t, q) for t, q in wanted.items()))
-        return {tag: schema for tag, schema in pairs if schema is not None}
-
-    async def schemas_of_tags(self, source: str, entry: str) -> dict[str, dict[str, Any]]:
-        """For a dry run of one's own file: the catalog schema of each tag the source loads
-        that this node does not hold, as paired peers publish it (one holder answering)."""
-        try:
-            info = await asyncio.to_thread(static.check, source, entry)
-        except static.JailRejected:
-            return {}  # the dry run says why
-        tags = sorted({ld.tag for ld in info.loads if not static.is_dynamic(ld.tag)})
-        tags = [t for t in tags if not await asyncio.to_thread(self.node._holds, t)]
-        if not tags:
-            return {}
-        found: dict[str, dict[str, Any]] = {}
-        for tag in tags:
-            answer = await self.search([tag], 3.0)
-            for match in answer["matches"]:
-                for asset in match["assets"]:
-                    found.setdefault(tag, asset["schema"])
-        return found
-
-    async def probe_manual(self) -> None:
-        """Ask each manually added address who it is (an unauthenticated hello is not
-        needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
-        for address in self.trust.peers.manual():
-            try:
-                host, port = parse_address(address)
-            except ProposalError:
-                continue  # stored before addresses were checked as they are now
-            url = f"https://{format_address(host, port)}/peer/v1/whoami"
-            try:
-                session = self.trust.session(None, None, with_cert=False)
-                async with session.get(url) as resp:
-                    info = await resp.json(content_type=None)
-                self._silent.discard(address)
-                self.trust.peers.seen(info["node_id"], info["name"], host, int(port), "manual",
-                                      int(info.get("catalog_version", 0)))
-            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
-                if address not in self._silent:
-                    self._silent.add(address)
-                    logger.info("manual peer %s did not answer (said once; it is shown "
-                                "offline, and listed again when it answers)", address)
 
     # -- compose and submit -------------------------------------------------------------
     def compose(self, spec: Any) -> dict[str, Any]:
@@ -298,7 +180,7 @@ class Orchestrator:
                     assets = [a.public() for a in await asyncio.to_thread(
                         self.node.store.list, [b["tag"]])]
                 else:
-                    answer = await asyncio.wait_for(self._call(
+                    answer = await asyncio.wait_for(self.network.call(
                         "GET", party, f"/peer/v1/catalog?tag={quote(b['tag'])}"), 10)
                     assets = answer.get("assets", [])
             except (TimeoutError, ParleyError) as exc:
@@ -443,7 +325,7 @@ class Orchestrator:
             result = {}
             for rank in p["reveal"]["result_to"]:
                 party = p["parties"][rank]
-                data = await self._call("GET", party, f"/peer/v1/jobs/{job_id}/result")
+                data = await self.network.call("GET", party, f"/peer/v1/jobs/{job_id}/result")
                 if not self.trust.check_result(party["node_id"], job_id, rank, data["value"],
                                                data.get("signature", "")):
                     raise ParleyError(f"the result from {party['name']} is not signed by it")
@@ -483,7 +365,7 @@ class Orchestrator:
             state: dict[str, Any] = {"state": "unknown", "reason": "its node did not answer"}
             while time.monotonic() < deadline:
                 try:
-                    state = await self._call("GET", party, f"/peer/v1/jobs/{job_id}")
+                    state = await self.network.call("GET", party, f"/peer/v1/jobs/{job_id}")
                 except NodeUnreachable:
                     state = {"state": "unknown", "reason": "its node did not answer"}
                 except ParleyError as exc:  # never got the proposal
@@ -500,7 +382,7 @@ class Orchestrator:
         signature = self.trust.sign_proposal(proposals.proposal_hash(p))
 
         async def one(party: dict[str, Any]) -> None:
-            await self._call("POST", party, "/peer/v1/proposals",
+            await self.network.call("POST", party, "/peer/v1/proposals",
                              {"proposal": p, "rank": party["rank"], "signature": signature})
             self._party_detail(job_id, party["rank"], state="awaiting_approval")
 
@@ -521,12 +403,12 @@ class Orchestrator:
         answered = time.monotonic()
         while True:
             try:
-                state = await self._call("GET", party, f"/peer/v1/jobs/{job_id}")
+                state = await self.network.call("GET", party, f"/peer/v1/jobs/{job_id}")
                 answered = time.monotonic()
                 await updates.put((rank, state))
                 if state["state"] in TERMINAL:
                     return
-                found = await self._call("GET", party, f"/peer/v1/events?job={job_id}&after="
+                found = await self.network.call("GET", party, f"/peer/v1/events?job={job_id}&after="
                                          f"{cursor}&timeout={LONG_POLL_S:.0f}")
                 cursor = max([cursor] + [int(e["seq"]) for e in found.get("events", [])])
                 answered = time.monotonic()
@@ -600,12 +482,12 @@ class Orchestrator:
         """Start every party (rank 0 first: its node serves the rendezvous); the names of
         those whose node queued the job until it has room."""
         by_rank = {q["rank"]: q for q in p["parties"]}
-        first = await self._call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
+        first = await self.network.call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
         rendezvous = first["rendezvous"]
         self.node.jobs.update(job_id, ORCH, detail={"rendezvous": redact_rendezvous(rendezvous)})
         others = [q for r, q in sorted(by_rank.items()) if r != 0]
         results = await asyncio.gather(*(
-            self._call("POST", q, f"/peer/v1/jobs/{job_id}/start",
+            self.network.call("POST", q, f"/peer/v1/jobs/{job_id}/start",
                        {"rendezvous": rendezvous}) for q in others), return_exceptions=True)
         for party, res in zip(others, results):
             if isinstance(res, BaseException):
@@ -655,7 +537,7 @@ class Orchestrator:
                           ) -> None:
         async def one(party: dict[str, Any]) -> None:
             try:
-                await self._call("POST", party, f"/peer/v1/jobs/{p['job_id']}/cancel",
+                await self.network.call("POST", party, f"/peer/v1/jobs/{p['job_id']}/cancel",
                                  {"reason": reason})
             except ParleyError:
                 pass  # unknown job there, or unreachable: nothing more we can do from here

@@ -319,7 +319,7 @@ class NodeServer:
         """Peers added by address are asked who they are at start and then every 30 s."""
         assert self.orchestrator is not None
         while True:
-            await self.orchestrator.probe_manual()
+            await self.orchestrator.network.probe_manual()
             await asyncio.sleep(30.0)
 
     async def _expire_pairings(self) -> None:
