@@ -410,10 +410,10 @@ def test_threads_and_maths_still_work(offered: dict[str, Any]) -> None:
 
 
 def test_syscall_tables_and_filters() -> None:
-    from node.jail import lockdown
+    from node.jail import seccomp, syscalls
 
     for arch in ("x86_64", "aarch64"):
-        prog = lockdown.build_filter(arch, 12345)  # every jump resolves within 255
+        prog = seccomp.build_filter(arch, 12345)  # every jump resolves within 255
         assert 100 < len(prog) < 4096
     headers = {"x86_64": Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
                "aarch64": Path("/usr/include/asm-generic/unistd.h")}
@@ -423,7 +423,7 @@ def test_syscall_tables_and_filters() -> None:
             continue
         known = {m[1]: int(m[2]) for m in re.finditer(
             r"#define __NR(?:3264)?_(\w+)\s+(\d+)", header.read_text())}
-        for name, nr in lockdown._NR[arch].items():
+        for name, nr in syscalls._NR[arch].items():
             if name in known:
                 assert known[name] == nr, (arch, name, nr, known[name])
                 checked += 1
