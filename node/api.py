@@ -27,8 +27,7 @@ from aiohttp import web
 from node import settings
 from node.address import format_address, looks_like_address, parse_address
 from node.core import PARTY, Node
-from node.errors import DiskFull, ParleyError, ProposalError, UnknownJob
-from node.identity import AuthError
+from node.errors import AuthError, DiskFull, ParleyError, ProposalError, UnknownJob
 from node.orchestrator import ORCH, Orchestrator
 from node.wire import JsonTooDeep, loads_bounded
 

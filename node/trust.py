@@ -50,25 +50,20 @@ from aiohttp import web
 
 from node.address import format_address
 from node.audit import AuditLog
-from node.errors import PairingError, ParleyError
+from node.errors import AuthError, AuthReason, PairingError, ParleyError
 from node.events import EventKind, EventLog
 from node.identity import (
-    AuthError,
-    AuthReason,
     NodeIdentity,
-    RequestVerifier,
-    add_trusted_cert,
     cert_public_key_raw,
     cert_sha256,
-    client_ssl_context,
     fingerprint_of,
     pairing_code,
     pairing_commitment,
-    server_ssl_context,
-    sign_request,
     verify_signature,
 )
 from node.peers import MAX_NAME_CHARS, Address, Peer, PeerBook
+from node.signing import RequestVerifier, sign_request
+from node.tls import add_trusted_cert, client_ssl_context, server_ssl_context
 from node.wire import canonical
 
 logger = logging.getLogger(__name__)

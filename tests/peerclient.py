@@ -9,7 +9,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from node.identity import NodeIdentity, client_ssl_context, sign_request
+from node.identity import NodeIdentity
+from node.signing import sign_request
+from node.tls import client_ssl_context
 
 
 def peer_request(as_dir: Path | None, target_url: str, target_id: str, method: str, path: str,

@@ -16,26 +16,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from yarl import URL
 
-from node.errors import ParleyError
-from node.identity import (
-    HEADER_KEY,
-    HEADER_NONCE,
-    HEADER_SIGNATURE,
-    AuthError,
-    AuthReason,
-    IdentityError,
-    NodeIdentity,
-    PinMismatch,
-    RequestVerifier,
+from node.errors import AuthError, AuthReason, IdentityError, ParleyError, PinMismatch
+from node.identity import NodeIdentity, cert_public_key_raw, fingerprint_of, pairing_code
+from node.signing import HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, RequestVerifier, sign_request
+from node.tls import (
     add_trusted_cert,
-    cert_public_key_raw,
     client_ssl_context,
-    fingerprint_of,
-    pairing_code,
     peer_cert_sha256,
     pinned_fingerprint,
     server_ssl_context,
-    sign_request,
 )
 
 NOW = 1_800_000_000.0

@@ -134,7 +134,7 @@ def test_unpaired_and_forged_requests_are_refused_and_audited(make_node, tmp_pat
 def _resign(headers, alice, bob, body, when):
     import json
 
-    from node.identity import sign_request
+    from node.signing import sign_request
 
     ident = NodeIdentity.load_or_create(alice.data_dir)
     headers.update(sign_request(ident, "POST", "/peer/v1/proposals", json.dumps(body).encode(),
@@ -163,7 +163,7 @@ def test_results_only_to_the_orchestrator_and_pins_hold(make_node, tmp_path):
 
     import aiohttp
 
-    from node.identity import client_ssl_context
+    from node.tls import client_ssl_context
 
     async def pinned_get():
         ctx = client_ssl_context(NodeIdentity.load_or_create(alice.data_dir),
