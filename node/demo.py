@@ -40,7 +40,7 @@ INFERENCE_PRECISION_BITS = 20
 
 # -- the jobs (their source is what the owners review) ---------------------------------------
 def encrypted_inference(crypten):
-    data = crypten.load("bc-inference", 1)         # only bob reads it; the proposal states its shape
+    data = crypten.load("bc-inference", 1)         # only bob reads it; its shape is in the proposal
     model = crypten.load_model("bc-model")         # architecture in the proposal, weights encrypted
     logits = model(data)
     return logits.get_plain_text(dst=1)            # bob alone sees the predictions
