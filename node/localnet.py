@@ -13,19 +13,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from node.client import NodeClient, Party
 from node.errors import NodeUnreachable
 
 
 class LocalNode:
-    """A ``parley node`` child process with its own data dir."""
+    """A ``parley node`` child process with its own data dir (the one wrapper the demo, the
+    bench and the tests use).
+
+    ``exec_prefix``: a command the node runs under, such as ``ip netns exec NS`` for a node in
+    another network namespace; such a node is driven through its command line (``cli``,
+    ``json``), since its admin API listens on that namespace's loopback (``client`` is None)."""
 
     def __init__(self, name: str, data_dir: Path, auto_approve: bool = False,
-                 extra_args: tuple[str, ...] = ("--no-mdns",), warm_workers: int | None = None
-                 ) -> None:
+                 extra_args: tuple[str, ...] = ("--no-mdns",), warm_workers: int | None = None,
+                 exec_prefix: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.exec_prefix = tuple(exec_prefix)
         self.warm_workers = warm_workers
         self.data_dir = Path(data_dir)
         self.auto_approve = auto_approve
@@ -39,8 +45,8 @@ class LocalNode:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         info_file = self.data_dir / "node.json"
         info_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "node.cli", "node", "--data-dir", str(self.data_dir),
-               "--name", self.name, *self.extra_args]
+        cmd = [*self.exec_prefix, sys.executable, "-m", "node.cli", "node", "--data-dir",
+               str(self.data_dir), "--name", self.name, *self.extra_args]
         if self.peer_url:  # a restart keeps the address its peers know
             cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
         if self.auto_approve:
@@ -60,8 +66,9 @@ class LocalNode:
             if info_file.exists():
                 try:
                     info = json.loads(info_file.read_text())
-                    if info.get("pid") == self.proc.pid:
-                        self.client = NodeClient(info["admin_url"], info["token"])
+                    if info.get("pid") == self.proc.pid:  # (``ip netns exec`` execs: same pid)
+                        self.client = (None if self.exec_prefix
+                                       else NodeClient(info["admin_url"], info["token"]))
                         self.peer_url = info["peer_url"]
                         self.node_id = info["id"]
                         return self
@@ -70,6 +77,28 @@ class LocalNode:
             time.sleep(0.05)
         self.stop()
         raise NodeUnreachable(f"node {self.name} did not start within {timeout:.0f} s")
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``parley ARGS --data-dir DIR`` beside this node (in its namespace, if it has one)."""
+        return subprocess.run([*self.exec_prefix, sys.executable, "-m", "node.cli", *args,
+                               "--data-dir", str(self.data_dir)], check=False,
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def json(self, *args: str, timeout: float = 60) -> Any:
+        """``cli(ARGS --json)``'s answer; NodeUnreachable with its stderr if it failed."""
+        out = self.cli(*args, "--json", timeout=timeout)
+        if out.returncode != 0:
+            raise NodeUnreachable(f"parley {' '.join(args)} at {self.name}: {out.stderr}")
+        return json.loads(out.stdout)
+
+    def log(self, tail: int = 3000) -> str:
+        path = self.data_dir / "node.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else "(no log)"
+
+    def party_logs(self) -> str:
+        return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}"
+                         for p in sorted((self.data_dir / "party-logs").glob("*.log")))
 
     @property
     def party(self) -> Party:

@@ -251,45 +251,6 @@ def test_a_paired_peer_keeps_its_paired_name_and_address(tmp_path):
 
 
 # -- one machine, --host 127.0.0.1, mDNS on its default interfaces ----------------------------
-class _NsNode:
-    """A ``parley node --host 127.0.0.1`` inside a namespace that also has a LAN address."""
-
-    def __init__(self, ns: Namespace, name: str, data_dir: Path, port: int) -> None:
-        self.ns, self.name, self.data_dir, self.port = ns, name, data_dir, port
-        data_dir.mkdir(parents=True)
-        with open(data_dir / "node.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [*ns.exec_prefix(), sys.executable, "-m", "node.cli", "node", "--data-dir",
-                 str(data_dir), "--name", name, "--host", "127.0.0.1", "--port", str(port)],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def json(self, *args: str) -> Any:
-        out = subprocess.run([*self.ns.exec_prefix(), sys.executable, "-m", "node.cli", *args,
-                              "--data-dir", str(self.data_dir), "--json"], check=False,
-                             cwd=REPO, capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, f"parley {' '.join(args)} at {self.name}: {out.stderr}"
-        return json.loads(out.stdout)
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"{self.name} exited: {(self.data_dir / 'node.log').read_text()}")
-        try:
-            info = json.loads((self.data_dir / "node.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return info.get("pid") == self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 @pytest.fixture
 def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Namespace, Path]]:
     root = tmp_path_factory.mktemp("onehost")
@@ -334,11 +295,14 @@ def test_a_node_on_127_0_0_1_announces_only_that_and_stays_reachable(one_host, t
     """The README on one machine: two nodes with ``--host 127.0.0.1`` and mDNS on their
     default interfaces, on a host that also has a LAN address (10.78.0.1)."""
     ns, root = one_host
-    alice = _NsNode(ns, "alice", root / "alice", 7611)
-    bob = _NsNode(ns, "bob", root / "bob", 7612)
+    alice, bob = (LocalNode(name, root / name, extra_args=("--host", "127.0.0.1", "--port",
+                                                           str(port)),
+                            exec_prefix=tuple(ns.exec_prefix()))
+                  for name, port in (("alice", 7611), ("bob", 7612)))
     try:
-        wait_until(lambda: alice.ready() and bob.ready(), 60, "both nodes to start")
-        bob_id = json.loads((bob.data_dir / "node.json").read_text())["id"]
+        alice.start()
+        bob.start()
+        bob_id = bob.node_id
         record = _browse_loopback(ns, bob_id)
         assert record["addresses"] == ["127.0.0.1"] and record["port"] == 7612
 
