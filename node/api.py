@@ -125,7 +125,7 @@ async def peer_propose(request: web.Request) -> web.Response:
 async def peer_job(request: web.Request) -> web.Response:
     sender = await sender_of(request)
     node = request.app[NODE]
-    job = node.jobs.get(request.match_info["job"], PARTY)
+    job = node.job(request.match_info["job"], PARTY)
     node._from_orchestrator(job, sender)
     return web.json_response(job.for_orchestrator())
 
@@ -162,7 +162,7 @@ async def peer_events(request: web.Request) -> web.Response:
         mine = set()  # what an answer costs does not grow with the node's history
         for job_id in job_ids:
             try:
-                job = node.jobs.get(job_id, PARTY)
+                job = node.job(job_id, PARTY)
             except UnknownJob:
                 continue
             if job.proposal["orchestrator"].get("node_id") == sender:
@@ -177,7 +177,7 @@ async def peer_whoami(request: web.Request) -> web.Response:
     """Unauthenticated and public, like an mDNS record: it proves nothing."""
     node = request.app[NODE]
     return web.json_response({"node_id": node.node_id, "name": node.name,
-                              "catalog_version": node.store.catalog_version()})
+                              "catalog_version": node.catalog_version()})
 
 
 async def pairing_hello(request: web.Request) -> web.Response:
@@ -210,7 +210,7 @@ async def _wait_events(request: web.Request, role: str | None = None) -> list[di
     """Long poll: events after ``after``, waiting up to ``timeout`` s (at most 30)."""
     after = int(_query_float(request, "after", 0, 2**62))
     timeout = _query_float(request, "timeout", 0, 30)
-    return await request.app[NODE].events.wait(after, timeout, request.query.get("job"),
+    return await request.app[NODE].wait_events(after, timeout, request.query.get("job"),
                                                role or request.query.get("role"))
 
 
@@ -264,7 +264,7 @@ async def admin_status(request: web.Request) -> web.Response:
 async def admin_assets(request: web.Request) -> web.Response:
     node = request.app[NODE]
     kind = request.query.get("kind")
-    assets = await asyncio.to_thread(node.store.list, request.query.getall("tag", []), kind)
+    assets = await asyncio.to_thread(node.assets, request.query.getall("tag", []), kind)
     return web.json_response({"assets": [a.public() for a in assets]})
 
 
@@ -306,7 +306,7 @@ async def admin_update_asset(request: web.Request) -> web.Response:
 
 
 async def admin_preview_asset(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(request.app[NODE].store.preview,
+    return web.json_response(await asyncio.to_thread(request.app[NODE].preview,
                                                      request.match_info["asset"]))
 
 
@@ -318,19 +318,19 @@ async def admin_remove_asset(request: web.Request) -> web.Response:
 async def admin_jobs(request: web.Request) -> web.Response:
     role = request.query.get("role")
     states = request.query.getall("state", [])
-    jobs = await asyncio.to_thread(request.app[NODE].jobs.list, role, states)
+    jobs = await asyncio.to_thread(request.app[NODE].job_list, role, states)
     return web.json_response({"jobs": [j.public() for j in jobs]})
 
 
 async def admin_job(request: web.Request) -> web.Response:
     role = request.query.get("role")
-    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], role)
+    job = await asyncio.to_thread(request.app[NODE].job, request.match_info["job"], role)
     return web.json_response(job.public(with_result=True))
 
 
 async def admin_review(request: web.Request) -> web.Response:
     """What the owner reviews before deciding: the code, reads, reveals, warnings, diff."""
-    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], PARTY)
+    job = await asyncio.to_thread(request.app[NODE].job, request.match_info["job"], PARTY)
     material = job.detail.get("review")
     if material is None:
         raise UnknownJob(f"job {job.id} has no review material")
@@ -360,7 +360,7 @@ async def admin_reject(request: web.Request) -> web.Response:
 async def admin_job_dry_run(request: web.Request) -> web.Response:
     """A received proposal run here alone, on mock data shaped like the real assets."""
     node = request.app[NODE]
-    job = await asyncio.to_thread(node.jobs.get, request.match_info["job"], PARTY)
+    job = await asyncio.to_thread(node.job, request.match_info["job"], PARTY)
     shapes = await request.app[ORCHESTRATOR].network.schemas_elsewhere(job.proposal, job.rank)
     return web.json_response(await node.dry_run_proposal(job.id, shapes))
 
@@ -378,7 +378,7 @@ async def admin_cancel(request: web.Request) -> web.Response:
 
 
 async def admin_result(request: web.Request) -> web.Response:
-    job = request.app[NODE].jobs.get(request.match_info["job"], ORCH)
+    job = request.app[NODE].job(request.match_info["job"], ORCH)
     return web.json_response(job.public(with_result=True))
 
 
@@ -451,13 +451,12 @@ async def admin_benchmark(request: web.Request) -> web.Response:
     """The same computation as a finished job, run here as plain CrypTen and as plaintext."""
     from node.bench import benchmark_job
 
-    job = await asyncio.to_thread(request.app[NODE].jobs.get, request.match_info["job"], ORCH)
+    job = await asyncio.to_thread(request.app[NODE].job, request.match_info["job"], ORCH)
     return web.json_response(await benchmark_job(request.app[ORCHESTRATOR], job))
 
 
 async def admin_peers(request: web.Request) -> web.Response:
-    book = request.app[NODE].trust.peers
-    return web.json_response({"peers": [p.public(book.name_clash(p)) for p in book.list()]})
+    return web.json_response({"peers": await asyncio.to_thread(request.app[NODE].peers)})
 
 
 async def admin_pair(request: web.Request) -> web.Response:
@@ -469,7 +468,7 @@ async def admin_pair(request: web.Request) -> web.Response:
     if looks_like_address(target):
         host, port = parse_address(target)
     else:  # by name: the node at that address must be the one the name was seen with
-        peer = node.trust.peers.find(target)
+        peer = node.find_peer(target)
         pairing = await node.trust.start_pairing(peer.host, peer.port, expect=peer.node_id)
         return web.json_response(pairing.public(node.node_id), status=201)
     pairing = await node.trust.start_pairing(host, port)
@@ -501,7 +500,7 @@ async def admin_add_peer(request: web.Request) -> web.Response:
     body = await body_json(request)
     host, port = parse_address(body.get("address") if isinstance(body, dict) else None)
     node = request.app[NODE]
-    node.trust.peers.add_manual(format_address(host, port))
+    node.add_manual_peer(format_address(host, port))
     await request.app[ORCHESTRATOR].network.probe_manual()
     return web.json_response({"added": format_address(host, port)}, status=201)
 

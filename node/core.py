@@ -259,6 +259,40 @@ class Node:
         self.store.remove(asset_id)
         self.events.append(EventKind.ASSET_REMOVED, {"asset_id": asset_id})
 
+    # -- what the API reads: the node's parts stay behind these -------------------------------
+    def assets(self, tags: list[str] | tuple[str, ...] = (), kind: str | None = None
+               ) -> list[Asset]:
+        return self.store.list(tags, kind)
+
+    def preview(self, asset_id: str) -> dict[str, Any]:
+        return self.store.preview(asset_id)
+
+    def catalog_version(self) -> int:
+        return self.store.catalog_version()
+
+    def job(self, job_id: str, role: str | None = None) -> JobRecord:
+        """``UnknownJob`` if this node has no such job (in that role)."""
+        return self.jobs.get(job_id, role)
+
+    def job_list(self, role: str | None = None, states: list[str] | tuple[str, ...] = ()
+                 ) -> list[JobRecord]:
+        return self.jobs.list(role, states)
+
+    async def wait_events(self, after: int, timeout: float, job_id: str | None = None,
+                          role: str | None = None) -> list[dict[str, Any]]:
+        return await self.events.wait(after, timeout, job_id, role)
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The peer book as the owner sees it, each with its name clash if any."""
+        book = self.trust.peers
+        return [p.public(book.name_clash(p)) for p in book.list()]
+
+    def find_peer(self, name_or_id: str) -> Any:
+        return self.trust.peers.find(name_or_id)
+
+    def add_manual_peer(self, address: str) -> None:
+        self.trust.peers.add_manual(address)
+
     def status(self) -> dict[str, Any]:
         """What the owner's status bar shows; cheap enough to ask on every event."""
         running = self.jobs.list(states=[JobState.STARTING, JobState.RUNNING])
