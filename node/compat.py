@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 import torch.onnx
 
+from node import links as _links
 from node import rendezvous as _protocol
 
 try:  # torch < 2.9 kept the registry here; crypten imports it by this name.
@@ -71,6 +72,7 @@ __all__ = [
     "crypten",
     "decode_fixed_point",
     "end_rendezvous",
+    "use_links",
     "export_onnx",
     "strip_identity_nodes",
 ]
@@ -280,11 +282,17 @@ class AuthenticatedStore(dist.Store):
         self._timeout = timeout
 
     def set(self, key: str, value: Any) -> None:
-        self._call("set", k=key, v=_protocol.encode_value(_as_bytes(value)))
+        data = _as_bytes(value)
+        if _link_setup is not None:
+            _link_setup.announce(self._rank, key, data)
+        self._call("set", k=key, v=_protocol.encode_value(data))
 
     def get(self, key: str) -> bytes:
         wait_s = self._wait_s()
-        return _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
+        data = _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
+        if _link_setup is not None:
+            data = _link_setup.substitute(self, self._rank, key, data)
+        return data
 
     def add(self, key: str, value: int) -> int:
         return int(self._call("add", k=key, n=int(value))["n"])
@@ -338,6 +346,88 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 _stores: list[AuthenticatedStore] = []
 
 
+class _LinkSetup:
+    """The party's half of node/links.py: its gloo devices listen on the job's party-local
+    loopback address, it tells its node's relay about them, and it replaces every other
+    rank's device address with a forwarder of its relay (the lower rank dials)."""
+
+    RELAY_KEY = "parley-links/relay/"
+
+    def __init__(self, links: dict[str, Any]) -> None:
+        self.local = str(links["local"])
+        self.relay = str(links["relay"])  # this node's relay, host:port, for the other nodes
+        self.client = _links.LinkClient(str(links["control"][0]), int(links["control"][1]),
+                                        str(links["token"]))
+        self.high = _links.neighbour(self.local, 1)
+
+    def announce(self, rank: int, key: str, value: bytes) -> None:
+        record = _links.parse_rank_record(value) if _rank_of_key(key) == rank else None
+        if record is not None:
+            _, host, port = record
+            if host != self.local:
+                raise dist.DistNetworkError("a gloo device of this party listens outside the "
+                                            "job's party-local address")
+            self.client.ask(op="device", port=port)
+
+    def substitute(self, store: AuthenticatedStore, rank: int, key: str, value: bytes
+                   ) -> bytes:
+        other = _rank_of_key(key)
+        record = _links.parse_rank_record(value) if other not in (None, rank) else None
+        if record is None or other is None:
+            return value
+        at, _, port = record
+        if rank > other:  # the other side dials; this address only has to compare higher
+            return _links.with_address(value, at, self.high, 1)
+        relay = store.get(self.RELAY_KEY + str(other)).decode()
+        answer = self.client.ask(op="link", rank=other, port=port, relay=relay)
+        return _links.with_address(value, at, str(answer["host"]), int(answer["port"]))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _rank_of_key(key: str) -> int | None:
+    last = key.rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+_link_setup: _LinkSetup | None = None
+_real_gloo = None
+
+
+def use_links(links: dict[str, Any]) -> None:
+    """Route this party's gloo links through its node's relay (node/links.py); before
+    ``crypten.init()``."""
+    global _link_setup, _real_gloo
+    from torch.distributed import distributed_c10d as c10d
+
+    _link_setup = _LinkSetup(links)
+    local = _link_setup.local
+    if _real_gloo is None:
+        _real_gloo = c10d.ProcessGroupGloo
+    real = _real_gloo
+
+    class _LocalGloo(real):  # type: ignore[misc, valid-type]
+        """gloo with its device on the party-local address, wherever the group is made."""
+
+        def __init__(self, store: Any, rank: int, size: int,
+                     timeout: timedelta = timedelta(minutes=30)) -> None:
+            options = real._Options()
+            options._devices = [real.create_device(hostname=local)]
+            options._timeout = timeout
+            super().__init__(store, rank, size, options)
+
+    c10d.ProcessGroupGloo = _LocalGloo
+
+
+def end_links() -> None:
+    """Every process group is made: no more links to ask for."""
+    global _link_setup
+    if _link_setup is not None:
+        _link_setup.close()
+        _link_setup = None
+
+
 def _parley_rendezvous_handler(url: str, timeout: timedelta = timedelta(minutes=30),
                                **kwargs: Any) -> Any:
     """torch's rendezvous handler for ``parley://KEY@HOST:PORT`` (torch adds rank and
@@ -349,6 +439,8 @@ def _parley_rendezvous_handler(url: str, timeout: timedelta = timedelta(minutes=
     rank, world_size = int(query["rank"][0]), int(query["world_size"][0])
     store = AuthenticatedStore(host, port, key, rank, timeout)
     _stores.append(store)
+    if _link_setup is not None:  # where the other nodes reach this party's node
+        store.set(_LinkSetup.RELAY_KEY + str(rank), _link_setup.relay)
     yield (store, rank, world_size)
     raise RuntimeError("a parley:// rendezvous cannot be repeated; start the job again")
 
@@ -357,6 +449,7 @@ def end_rendezvous() -> None:
     """Once ``crypten.init()`` has made every process group, the store is needed no more."""
     while _stores:
         _stores.pop().done()
+    end_links()
 
 
 _rendezvous = importlib.import_module("torch.distributed.rendezvous")  # the module, not the function
