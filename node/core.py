@@ -530,6 +530,8 @@ class Node:
         if relay is not None:
             spec["links"] = {"local": relay.local, "control": [relay.low, relay.control_port],
                              "token": relay.token, "relay": f"{self.host}:{relay.tls_port}"}
+            await asyncio.to_thread(self.jobs.update, job_id, PARTY, detail={"links": {
+                "tls": True, "relay_port": relay.tls_port, "party_local": relay.local}})
         start = _QueuedStart(spec, blobs, limits["time_s"], server, self._same_host(p), relay)
         if self._room():
             await self._launch(job_id, start)
@@ -585,6 +587,12 @@ class Node:
 
         async def close_rendezvous() -> None:
             await start.close()
+            if start.relay is not None:  # what crossed to other nodes, before TLS
+                links = {**self.jobs.get(job_id, PARTY).detail.get("links", {}),
+                         "bytes_sent": start.relay.bytes_sent,
+                         "bytes_received": start.relay.bytes_received}
+                await asyncio.to_thread(self.jobs.update, job_id, PARTY,
+                                        detail={"links": links})
             if start.relay is not None and start.relay.refused:
                 self.audit.append("refusal", job=job_id, connections=start.relay.refused,
                                   reason="a connection to the job's link relay was not from "
