@@ -284,14 +284,14 @@ class AuthenticatedStore(dist.Store):
     def set(self, key: str, value: Any) -> None:
         data = _as_bytes(value)
         if _link_setup is not None:
-            _link_setup.announce(self._rank, key, data)
+            data = _link_setup.announce(self._rank, data)
         self._call("set", k=key, v=_protocol.encode_value(data))
 
     def get(self, key: str) -> bytes:
         wait_s = self._wait_s()
         data = _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
         if _link_setup is not None:
-            data = _link_setup.substitute(self, self._rank, key, data)
+            data = _link_setup.substitute(self, self._rank, data)
         return data
 
     def add(self, key: str, value: int) -> int:
@@ -352,6 +352,7 @@ class _LinkSetup:
     rank's device address with a forwarder of its relay (the lower rank dials)."""
 
     RELAY_KEY = "parley-links/relay/"
+    RANK_NAME = "parley-rank-"
 
     def __init__(self, links: dict[str, Any]) -> None:
         self.local = str(links["local"])
@@ -360,22 +361,35 @@ class _LinkSetup:
                                         str(links["token"]))
         self.high = _links.neighbour(self.local, 1)
 
-    def announce(self, rank: int, key: str, value: bytes) -> None:
-        record = _links.parse_rank_record(value) if _rank_of_key(key) == rank else None
-        if record is not None:
-            _, host, port = record
-            if host != self.local:
-                raise dist.DistNetworkError("a gloo device of this party listens outside the "
-                                            "job's party-local address")
-            self.client.ask(op="device", port=port)
-
-    def substitute(self, store: AuthenticatedStore, rank: int, key: str, value: bytes
-                   ) -> bytes:
-        other = _rank_of_key(key)
-        record = _links.parse_rank_record(value) if other not in (None, rank) else None
-        if record is None or other is None:
+    def announce(self, rank: int, value: bytes) -> bytes:
+        """Our own gloo device's record, on its way into the store: tell the relay, and put
+        our global rank where gloo put the host name."""
+        record = _links.parse_rank_record(value)
+        if record is None:
             return value
-        at, _, port = record
+        _, host, port = record
+        if host != self.local:
+            raise dist.DistNetworkError("a gloo device of this party listens outside the "
+                                        "job's party-local address")
+        self.client.ask(op="device", port=port)
+        return _links.with_hostname(value, f"{self.RANK_NAME}{rank}")
+
+    def substitute(self, store: AuthenticatedStore, rank: int, value: bytes) -> bytes:
+        """Another party's device record, from the store: its address becomes our relay's
+        forwarder to it (we dial: we are the lower rank) or an address above ours (it dials)."""
+        record = _links.parse_rank_record(value)
+        if record is None:
+            return value
+        at, host, port = record
+        if host == self.local:  # our own, read back
+            return value
+        name = _links.hostname_of(value)
+        if not name.startswith(self.RANK_NAME) or not name[len(self.RANK_NAME):].isdigit():
+            raise dist.DistNetworkError("a party's gloo device did not come through the "
+                                        "job's links")
+        other = int(name[len(self.RANK_NAME):])
+        if other == rank:
+            raise dist.DistNetworkError("another device claims this party's rank")
         if rank > other:  # the other side dials; this address only has to compare higher
             return _links.with_address(value, at, self.high, 1)
         relay = store.get(self.RELAY_KEY + str(other)).decode()
@@ -384,11 +398,6 @@ class _LinkSetup:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _rank_of_key(key: str) -> int | None:
-    last = key.rsplit("/", 1)[-1]
-    return int(last) if last.isdigit() else None
 
 
 _link_setup: _LinkSetup | None = None

@@ -13,7 +13,9 @@ Addresses: gloo publishes each device's address in the store (the ``Rank`` recor
 a 136-byte ``Address``, pair ids). The party's store client (node/compat.py) tells its relay
 about its own devices, and for every other rank's record asks its relay for a local
 forwarder and substitutes its address. Which side of a pair dials is decided by comparing
-addresses; the substitutes keep it consistent: the lower rank dials. Its forwarder sits on
+addresses; the substitutes keep it consistent: the lower rank dials. Process groups of some
+of the ranks number their ranks afresh, so a party names its global rank in its records
+(``parley-rank-N`` in place of the machine's host name, which thus stays off the wire too). Its forwarder sits on
 ``127.a.b.(c-1)`` (below the device, so gloo dials), and the higher rank sees
 ``127.a.b.(c+1)`` (above, so gloo waits for the connection).
 
@@ -332,6 +334,18 @@ def parse_rank_record(value: bytes) -> tuple[int, str, int] | None:
         return None
     port = int.from_bytes(value[at + 2:at + 4], "big")
     return at, socket.inet_ntoa(value[at + 4:at + 8]), port
+
+
+def hostname_of(value: bytes) -> str:
+    """The host name in a gloo ``Rank`` record (parse it with ``parse_rank_record`` first)."""
+    return value[8:8 + int.from_bytes(value[:8], "little")].decode(errors="replace")
+
+
+def with_hostname(value: bytes, name: str) -> bytes:
+    """The record with its host name replaced (gloo uses it only to tell which ranks share
+    a machine)."""
+    raw = name.encode()
+    return len(raw).to_bytes(8, "little") + raw + value[8 + int.from_bytes(value[:8], "little"):]
 
 
 def with_address(value: bytes, at: int, host: str, port: int) -> bytes:
