@@ -590,7 +590,9 @@ class Node:
             if start.relay is not None:  # what crossed to other nodes, before TLS
                 links = {**self.jobs.get(job_id, PARTY).detail.get("links", {}),
                          "bytes_sent": start.relay.bytes_sent,
-                         "bytes_received": start.relay.bytes_received}
+                         "bytes_received": start.relay.bytes_received,
+                         "wire_sent": start.relay.wire_sent,
+                         "wire_received": start.relay.wire_received}
                 await asyncio.to_thread(self.jobs.update, job_id, PARTY,
                                         detail={"links": links})
             if start.relay is not None and start.relay.refused:

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -92,12 +93,14 @@ class LinkRelay:
         self.store_target: tuple[str, int] | None = None  # rank 0's node: its store
         self.refused = 0
         self.bytes_sent = self.bytes_received = 0  # to and from other nodes (plaintext bytes)
+        self.wire_sent = self.wire_received = 0  # the same on the wire: TLS, as TCP counted it
         self._devices: set[int] = set()  # ports of our party's gloo devices (on self.local)
         self._forwarders: dict[tuple[int, int], int] = {}  # (rank, device port) -> local port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[Any]] = set()
         self._changed: asyncio.Condition | None = None
         self._server_ctx = _tls_server_context(identity, [pem for _, pem in self.peers.values()])
         self._client_ctx = {r: ident.client_ssl_context(identity, expected_cert_sha256=pin)
@@ -140,10 +143,16 @@ class LinkRelay:
         relay at ``host:port``."""
         return self._call(self._forwarder(0, None, f"{host}:{port}"))
 
-    def close(self) -> None:
+    def close(self, settle_s: float = 1.0) -> None:
+        """Stop; links still open get ``settle_s`` to see their ends close first (the party
+        has ended: its sockets are closing), so that the byte counts are whole."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive():
             return
+        try:
+            self._call(self._settle(settle_s))
+        except Exception:  # noqa: BLE001 - stopping anyway
+            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
 
@@ -152,6 +161,10 @@ class LinkRelay:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     # -- on the relay's loop ---------------------------------------------------------------
+    async def _settle(self, limit: float) -> None:
+        if self._pipes:
+            await asyncio.wait(list(self._pipes), timeout=limit)
+
     async def _listen(self) -> None:
         self._changed = asyncio.Condition()
         tls = await asyncio.start_server(self._serve_tls, self.host, 0, ssl=self._server_ctx,
@@ -274,6 +287,14 @@ class LinkRelay:
                     far_reader: asyncio.StreamReader, far_writer: asyncio.StreamWriter) -> None:
         """Copy both ways until either side closes; then close both."""
         self._writers |= {near_writer, far_writer}
+        me = asyncio.current_task()
+        if me is not None:
+            self._pipes.add(me)
+            me.add_done_callback(self._pipes.discard)
+        try:  # its own descriptor: TCP's counts stay readable after the transport closes
+            wire = socket.socket(fileno=os.dup(far_writer.get_extra_info("socket").fileno()))
+        except (OSError, AttributeError):
+            wire = None
 
         async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        outward: bool) -> None:
@@ -293,9 +314,26 @@ class LinkRelay:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
+        if wire is not None:
+            sent, received = tcp_bytes(wire)
+            wire.close()
+            self.wire_sent += sent
+            self.wire_received += received
         for writer in (near_writer, far_writer):
             self._writers.discard(writer)
             writer.close()
+
+
+def tcp_bytes(sock: Any) -> tuple[int, int]:
+    """(bytes acknowledged, bytes received) of a TCP connection so far: Linux's TCP_INFO
+    (tcpi_bytes_acked and tcpi_bytes_received, since 4.1); (0, 0) where it cannot tell."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return 0, 0
+    if len(info) < 136:
+        return 0, 0
+    return int.from_bytes(info[120:128], "little"), int.from_bytes(info[128:136], "little")
 
 
 def job_peers(parties: list[dict[str, Any]], my_rank: int, my_node: str,
