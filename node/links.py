@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 HEADER_MAX = 4096
 HANDSHAKE_S = 10.0
+READY = b"parley-links/1\n"
 CHUNK = 1 << 18
 
 
@@ -60,8 +61,33 @@ def neighbour(address: str, step: int) -> str:
     return ".".join(parts)
 
 
+class _RelaySSLObject(ssl.SSLObject):
+    """The server side of a relay's TLS: a handshake that fails, or that a client completes
+    with a certificate not pinned for the job, is counted as refused and aborted."""
+
+    def do_handshake(self) -> None:
+        relay = getattr(self.context, "relay", None)
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError:
+            if relay is not None:
+                relay.refused += 1
+            raise
+        der = self.getpeercert(binary_form=True)
+        if relay is not None and (not der or hashlib.sha256(der).hexdigest() not in relay.pins):
+            relay.refused += 1
+            raise ssl.SSLError("the client is not a node of this job's parties")
+
+
+class _RelayServerContext(ssl.SSLContext):
+    relay: Any = None
+    sslobject_class = _RelaySSLObject
+
+
 def _tls_server_context(identity: ident.NodeIdentity, pems: list[str]) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = _RelayServerContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(identity.cert_path, identity.key_path)
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -103,6 +129,7 @@ class LinkRelay:
         self._pipes: set[asyncio.Task[Any]] = set()
         self._changed: asyncio.Condition | None = None
         self._server_ctx = _tls_server_context(identity, [pem for _, pem in self.peers.values()])
+        self._server_ctx.relay = self  # type: ignore[attr-defined]
         self._client_ctx = {r: ident.client_ssl_context(identity, expected_cert_sha256=pin)
                             for r, (pin, _) in self.peers.items()}
 
@@ -238,6 +265,15 @@ class LinkRelay:
                 self._writers.discard(writer)
                 writer.close()
                 return
+            try:  # the other relay speaks first once TLS is up (see _serve_tls)
+                if await asyncio.wait_for(far_reader.readexactly(len(READY)),
+                                          HANDSHAKE_S) != READY:
+                    raise ValueError("not a link relay")
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                for w in (writer, far_writer):
+                    self._writers.discard(w)
+                    w.close()
+                return
             far_writer.write(line)
             await self._pipe(reader, writer, far_reader, far_writer)
 
@@ -249,16 +285,19 @@ class LinkRelay:
     async def _serve_tls(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         """Another node's relay: only the job's nodes, only to our party's devices or the
-        job's store."""
+        job's store (the TLS handshake, done before this, checked the client's pin; a
+        handshake that fails counts as refused, one that takes over ``HANDSHAKE_S`` is
+        dropped)."""
         self._writers.add(writer)
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der or hashlib.sha256(der).hexdigest() not in self.pins:
+        if not der or hashlib.sha256(der).hexdigest() not in self.pins:  # (checked already)
             self.refused += 1
             self._writers.discard(writer)
             writer.close()
             return
         try:
+            writer.write(READY)  # the client sends its header once it has this
             line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_S)
             header = json.loads(line[:HEADER_MAX])
             if header.get("job") != self.job_id:
