@@ -37,9 +37,10 @@ import socket
 import ssl
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node import identity as ident
+if TYPE_CHECKING:  # the party imports this module: it needs none of the node's TLS machinery
+    from node import identity as ident
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class LinkRelay:
 
     def __init__(self, identity: ident.NodeIdentity, job_id: str, rank: int,
                  peers: Mapping[int, tuple[str, str]], host: str) -> None:
+        from node import identity as ident
+
         self.identity = identity
         self.job_id = job_id
         self.rank = rank
