@@ -494,3 +494,52 @@ def test_matcher_catches_an_input_sent_in_the_clear_over_gloo(tmp_path):
     # and these links are exactly where the leak is: not in the rendezvous store
     assert not find_inputs({k: capture.streams()[k] for k in flows_at(
         capture, "127.0.0.1", {port})}, secret)
+
+
+# -- the generator seeds: on plain gloo links, in the clear ----------------------------------
+SEEDS_PAIR = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    rank, port = int(sys.argv[1]), int(sys.argv[2])
+    os.environ.update(GLOO_SOCKET_IFNAME="lo", RENDEZVOUS=f"tcp://127.0.0.1:{port}",
+                      WORLD_SIZE="2", RANK=str(rank), DISTRIBUTED_BACKEND="gloo")
+    from node.compat import crypten
+    crypten.init()
+    cpu = torch.device("cpu")
+    print(json.dumps({k: crypten.generators[k][cpu].initial_seed()
+                      for k in ("prev", "next", "global")}))
+''')
+
+
+def test_plain_gloo_links_carry_crypten_s_generator_seeds(tmp_path):
+    """Why the party links are TLS (the issue this answers): ``crypten.init()`` between two
+    bare processes on plain gloo puts the pairwise and global generator seeds on the wire as
+    int64, and a recorder finds them there. In a real job every byte between the nodes is a
+    TLS record (``check_links``), so no such plaintext is there to find; the only plaintext
+    legs are a party's with its own node, on loopback addresses of its own."""
+    import json
+
+    port = free_port()
+    with LoopbackSniffer() as sniffer:
+        procs = [subprocess.Popen([sys.executable, "-c", SEEDS_PAIR, str(rank), str(port)],
+                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for rank in (0, 1)]
+        try:
+            outs = [p.communicate(timeout=60) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+    assert [p.returncode for p in procs] == [0, 0], [e.decode()[-2000:] for _, e in outs]
+    capture = sniffer.stop()
+    assert capture.drops == 0
+    seeds = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+    assert seeds[0]["next"] == seeds[1]["prev"] and seeds[0]["global"] == seeds[1]["global"]
+    links = flows_at(capture, "127.0.0.1", gloo_ports(capture, "127.0.0.1", port))
+    wire = b"".join(capture.streams()[k] for k in links)
+    for name, seed in (("rank 0's next (rank 1's prev)", seeds[0]["next"]),
+                       ("rank 1's next (rank 0's prev)", seeds[1]["next"]),
+                       ("the global seed", seeds[0]["global"])):
+        assert struct.pack("<Q", seed) in wire, f"{name} is not on the plain gloo links"
+    assert wire_problems(capture, links), "plain gloo links passed for TLS"
