@@ -1,7 +1,7 @@
 """Make CrypTen 0.4.1 import and compute correctly on torch 2.13.
 
 Everything in Parley gets CrypTen from here (``from node.compat import crypten``), never by
-``import crypten`` directly, so the fixes below are always in place first. Seven fixes:
+``import crypten`` directly, so the fixes below are always in place first. Eight fixes:
 
 1. torch 2.13 moved its TorchScript ONNX exporter to ``torch.onnx._internal.torchscript_exporter``;
    CrypTen imports ``torch.onnx._internal.registration`` at import time. We alias the moved module.
@@ -29,6 +29,11 @@ Everything in Parley gets CrypTen from here (``from node.compat import crypten``
    without copying, and torch warns once per process that writing to them would be undefined.
    Nothing writes to them (``encrypt`` replaces them), so that one warning, from that one
    place, is filtered: what is left in a log or in ``parley bench``'s output means something.
+8. gloo has no TLS, and listens and dials wherever the store says. With a job's links
+   (``use_links``, node/links.py) every gloo device listens on the party's loopback-only
+   address, and the store client tells the node's relay about our devices and swaps every
+   other party's device address for a relay forwarder: all party traffic between machines is
+   TLS between the nodes.
 """
 
 from __future__ import annotations
