@@ -1,7 +1,7 @@
 """Make CrypTen 0.4.1 import and compute correctly on torch 2.13.
 
 Everything in Parley gets CrypTen from here (``from node.compat import crypten``), never by
-``import crypten`` directly, so the fixes below are always in place first. Seven fixes:
+``import crypten`` directly, so the fixes below are always in place first. Eight fixes:
 
 1. torch 2.13 moved its TorchScript ONNX exporter to ``torch.onnx._internal.torchscript_exporter``;
    CrypTen imports ``torch.onnx._internal.registration`` at import time. We alias the moved module.
@@ -29,6 +29,11 @@ Everything in Parley gets CrypTen from here (``from node.compat import crypten``
    without copying, and torch warns once per process that writing to them would be undefined.
    Nothing writes to them (``encrypt`` replaces them), so that one warning, from that one
    place, is filtered: what is left in a log or in ``parley bench``'s output means something.
+8. gloo has no TLS, and listens and dials wherever the store says. With a job's links
+   (``use_links``, node/links.py) every gloo device listens on the party's loopback-only
+   address, and the store client tells the node's relay about our devices and swaps every
+   other party's device address for a relay forwarder: all party traffic between machines is
+   TLS between the nodes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import torch
 import torch.distributed as dist
 import torch.onnx
 
+from node import links as _links
 from node import rendezvous as _protocol
 
 try:  # torch < 2.9 kept the registry here; crypten imports it by this name.
@@ -71,6 +77,7 @@ __all__ = [
     "crypten",
     "decode_fixed_point",
     "end_rendezvous",
+    "use_links",
     "export_onnx",
     "strip_identity_nodes",
 ]
@@ -280,11 +287,17 @@ class AuthenticatedStore(dist.Store):
         self._timeout = timeout
 
     def set(self, key: str, value: Any) -> None:
-        self._call("set", k=key, v=_protocol.encode_value(_as_bytes(value)))
+        data = _as_bytes(value)
+        if _link_setup is not None:
+            data = _link_setup.announce(self._rank, data)
+        self._call("set", k=key, v=_protocol.encode_value(data))
 
     def get(self, key: str) -> bytes:
         wait_s = self._wait_s()
-        return _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
+        data = _protocol.decode_value(self._call("get", wait_s, k=key, timeout=wait_s)["v"])
+        if _link_setup is not None:
+            data = _link_setup.substitute(self, self._rank, data)
+        return data
 
     def add(self, key: str, value: int) -> int:
         return int(self._call("add", k=key, n=int(value))["n"])
@@ -338,6 +351,97 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 _stores: list[AuthenticatedStore] = []
 
 
+class _LinkSetup:
+    """The party's half of node/links.py: its gloo devices listen on the job's party-local
+    loopback address, it tells its node's relay about them, and it replaces every other
+    rank's device address with a forwarder of its relay (the lower rank dials)."""
+
+    RELAY_KEY = "parley-links/relay/"
+    RANK_NAME = "parley-rank-"
+
+    def __init__(self, links: dict[str, Any]) -> None:
+        self.local = str(links["local"])
+        self.relay = str(links["relay"])  # this node's relay, host:port, for the other nodes
+        self.client = _links.LinkClient(str(links["control"][0]), int(links["control"][1]),
+                                        str(links["token"]))
+        self.high = _links.neighbour(self.local, 1)
+
+    def announce(self, rank: int, value: bytes) -> bytes:
+        """Our own gloo device's record, on its way into the store: tell the relay, and put
+        our global rank where gloo put the host name."""
+        record = _links.parse_rank_record(value)
+        if record is None:
+            return value
+        _, host, port = record
+        if host != self.local:
+            raise dist.DistNetworkError("a gloo device of this party listens outside the "
+                                        "job's party-local address")
+        self.client.ask(op="device", port=port)
+        return _links.with_hostname(value, f"{self.RANK_NAME}{rank}")
+
+    def substitute(self, store: AuthenticatedStore, rank: int, value: bytes) -> bytes:
+        """Another party's device record, from the store: its address becomes our relay's
+        forwarder to it (we dial: we are the lower rank) or an address above ours (it dials)."""
+        record = _links.parse_rank_record(value)
+        if record is None:
+            return value
+        at, host, port = record
+        if host == self.local:  # our own, read back
+            return value
+        name = _links.hostname_of(value)
+        if not name.startswith(self.RANK_NAME) or not name[len(self.RANK_NAME):].isdigit():
+            raise dist.DistNetworkError("a party's gloo device did not come through the "
+                                        "job's links")
+        other = int(name[len(self.RANK_NAME):])
+        if other == rank:
+            raise dist.DistNetworkError("another device claims this party's rank")
+        if rank > other:  # the other side dials; this address only has to compare higher
+            return _links.with_address(value, at, self.high, 1)
+        relay = store.get(self.RELAY_KEY + str(other)).decode()
+        answer = self.client.ask(op="link", rank=other, port=port, relay=relay)
+        return _links.with_address(value, at, str(answer["host"]), int(answer["port"]))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+_link_setup: _LinkSetup | None = None
+_real_gloo = None
+
+
+def use_links(links: dict[str, Any]) -> None:
+    """Route this party's gloo links through its node's relay (node/links.py); before
+    ``crypten.init()``."""
+    global _link_setup, _real_gloo
+    from torch.distributed import distributed_c10d as c10d
+
+    _link_setup = _LinkSetup(links)
+    local = _link_setup.local
+    if _real_gloo is None:
+        _real_gloo = c10d.ProcessGroupGloo
+    real = _real_gloo
+
+    class _LocalGloo(real):  # type: ignore[misc, valid-type]
+        """gloo with its device on the party-local address, wherever the group is made."""
+
+        def __init__(self, store: Any, rank: int, size: int,
+                     timeout: timedelta = timedelta(minutes=30)) -> None:
+            options = real._Options()
+            options._devices = [real.create_device(hostname=local)]
+            options._timeout = timeout
+            super().__init__(store, rank, size, options)
+
+    c10d.ProcessGroupGloo = _LocalGloo
+
+
+def end_links() -> None:
+    """Every process group is made: no more links to ask for."""
+    global _link_setup
+    if _link_setup is not None:
+        _link_setup.close()
+        _link_setup = None
+
+
 def _parley_rendezvous_handler(url: str, timeout: timedelta = timedelta(minutes=30),
                                **kwargs: Any) -> Any:
     """torch's rendezvous handler for ``parley://KEY@HOST:PORT`` (torch adds rank and
@@ -349,6 +453,8 @@ def _parley_rendezvous_handler(url: str, timeout: timedelta = timedelta(minutes=
     rank, world_size = int(query["rank"][0]), int(query["world_size"][0])
     store = AuthenticatedStore(host, port, key, rank, timeout)
     _stores.append(store)
+    if _link_setup is not None:  # where the other nodes reach this party's node
+        store.set(_LinkSetup.RELAY_KEY + str(rank), _link_setup.relay)
     yield (store, rank, world_size)
     raise RuntimeError("a parley:// rendezvous cannot be repeated; start the job again")
 
@@ -357,6 +463,7 @@ def end_rendezvous() -> None:
     """Once ``crypten.init()`` has made every process group, the store is needed no more."""
     while _stores:
         _stores.pop().done()
+    end_links()
 
 
 # the module, not the function of the same name

@@ -103,14 +103,22 @@ class _QueuedStart:
     limit_s: float
     server: Any  # rank 0's rendezvous server, or None
     same_host: int  # parties of this job on this machine
+    relay: Any = None  # the job's party links over TLS (node/links.py), or None
+
+    async def close(self) -> None:
+        """The rendezvous and the links of a party that ended (or never started)."""
+        if self.server is not None:
+            await self.server.close()
+        if self.relay is not None:
+            await asyncio.to_thread(self.relay.close)
 
 
 class Node:
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1",
                  auto_approve: bool = False, launcher: Any = None,
                  accept_reduced_isolation: bool = False,
-                 warm_workers: int = DEFAULT_WARM_WORKERS, max_parties: int | None = None
-                 ) -> None:
+                 warm_workers: int = DEFAULT_WARM_WORKERS, max_parties: int | None = None,
+                 tls_links: bool | None = None) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
@@ -125,6 +133,10 @@ class Node:
         self.jobs = JobBook(data_dir, self.events)
         self.launcher = launcher or PartyLauncher(data_dir / "party-logs", warm=warm_workers)
         self.max_parties = max(1, max_parties or default_max_parties())
+        # the parties' store and gloo links inside pinned TLS between nodes (node/links.py);
+        # PARLEY_TLS_LINKS=0 only for measuring what it costs (parley bench)
+        self.tls_links = (os.environ.get("PARLEY_TLS_LINKS", "1") != "0" if tls_links is None
+                          else tls_links)
         self.peer_url = ""
         self._runs: dict[str, PartyProcess] = {}
         self._starting: set[str] = set()  # taking a party process now
@@ -153,8 +165,7 @@ class Node:
 
     async def close(self) -> None:
         for job_id, start in list(self._queue.items()):
-            if start.server is not None:
-                await start.server.close()
+            await start.close()
             self._queue.pop(job_id, None)
         for run in list(self._runs.values()):
             run.kill("the node is stopping")
@@ -518,16 +529,39 @@ class Node:
         assets, blob_index, blobs = await self._assets_for(p, job.rank)
         limits = proposals.limits(p)
         world = len(p["parties"])
-        server = None
-        if job.rank == 0:  # the parties' store, on this node's address, for the job's key only
-            from node.rendezvous import RendezvousServer
+        server = relay = None
+        party_rendezvous = rendezvous
+        if self.tls_links and world > 1:
+            relay = await self._start_relay(job_id, job.rank, p)
+        try:
+            if job.rank == 0:  # the parties' store, for the job's key only
+                from node.rendezvous import RendezvousServer, rendezvous_url
 
-            server = await RendezvousServer(world).start(self.host)
-            rendezvous = server.url  # with its key: never logged (redact_rendezvous)
+                # with links, on the party-local address: the others reach it through the
+                # relays only
+                server = await RendezvousServer(world).start(
+                    relay.low if relay is not None else self.host)
+                rendezvous = party_rendezvous = server.url  # with its key: never logged
+                if relay is not None:
+                    relay.store_target = (server.host, server.port)
+                    rendezvous = rendezvous_url(server.key, self.host, relay.tls_port)
+            elif relay is not None:  # our party's store connection goes through our relay
+                from node.rendezvous import parse_rendezvous, rendezvous_url
+
+                host, port, key = parse_rendezvous(str(rendezvous))
+                local = await asyncio.to_thread(relay.add_store_forwarder, host, port)
+                party_rendezvous = rendezvous_url(key, relay.low, local)
+        except BaseException:
+            if relay is not None:
+                await asyncio.to_thread(relay.close)
+            if server is not None:
+                await server.close()
+            raise
         reveal = p["reveal"]
         source, entry = proposals.job_code(p)
         spec = {
-            "job_id": job_id, "rank": job.rank, "world_size": world, "rendezvous": rendezvous,
+            "job_id": job_id, "rank": job.rank, "world_size": world,
+            "rendezvous": party_rendezvous,
             "source": source, "entry": entry, "assets": assets,
             "blobs": blob_index, "result_to": reveal["result_to"],
             "reveal": {"to": reveal["to"], "everyone": reveal["everyone"],
@@ -539,7 +573,12 @@ class Node:
             "limits": {"cpu_s": limits["time_s"] * 2, "memory_bytes": int(limits["memory_mb"])
                        << 20, "log_bytes": 1 << 20},
         }
-        start = _QueuedStart(spec, blobs, limits["time_s"], server, self._same_host(p))
+        if relay is not None:
+            spec["links"] = {"local": relay.local, "control": [relay.low, relay.control_port],
+                             "token": relay.token, "relay": f"{self.host}:{relay.tls_port}"}
+            await asyncio.to_thread(self.jobs.update, job_id, PARTY, detail={"links": {
+                "tls": True, "relay_port": relay.tls_port, "party_local": relay.local}})
+        start = _QueuedStart(spec, blobs, limits["time_s"], server, self._same_host(p), relay)
         if self._room():
             await self._launch(job_id, start)
             return {"rendezvous": rendezvous, "state": "starting"}
@@ -549,6 +588,22 @@ class Node:
                              f"part{'y' if len(self._runs) == 1 else 'ies'} at once at most")
         self.audit.append("run", job=job_id, event="queued", rank=job.rank)
         return {"rendezvous": rendezvous, "state": "queued"}
+
+    async def _start_relay(self, job_id: str, rank: int, p: dict[str, Any]) -> Any:
+        """This job's link relay, pinned to the nodes of its other parties."""
+        from node.identity import cert_sha256
+        from node.links import LinkRelay, job_peers
+
+        me = self.trust.identity
+        mine = (me.cert_der_sha256, me.cert_path.read_text())
+
+        def peer_cert(node_id: str) -> tuple[str, str]:
+            peer = self.trust.peers.get(node_id)
+            return cert_sha256(peer.cert_pem), peer.cert_pem
+
+        peers = job_peers(p["parties"], rank, self.node_id, mine, peer_cert)
+        relay = LinkRelay(me, job_id, rank, peers, self.host)
+        return await asyncio.to_thread(relay.start)
 
     def _room(self) -> bool:
         """Room for one more party process now: fewer than ``max_parties`` run, and the
@@ -577,8 +632,20 @@ class Node:
         spec["threads"] = party_threads(start.same_host + len(self._runs))
 
         async def close_rendezvous() -> None:
+            await start.close()
+            if start.relay is not None:  # what crossed to other nodes, before TLS
+                links = {**self.jobs.get(job_id, PARTY).detail.get("links", {}),
+                         "bytes_sent": start.relay.bytes_sent,
+                         "bytes_received": start.relay.bytes_received,
+                         "wire_sent": start.relay.wire_sent,
+                         "wire_received": start.relay.wire_received}
+                await asyncio.to_thread(self.jobs.update, job_id, PARTY,
+                                        detail={"links": links})
+            if start.relay is not None and start.relay.refused:
+                self.audit.append("refusal", job=job_id, connections=start.relay.refused,
+                                  reason="a connection to the job's link relay was not from "
+                                         "a party of the job")
             if start.server is not None:
-                await start.server.close()
                 if start.server.refused:
                     self.audit.append("refusal", job=job_id, connections=start.server.refused,
                                       reason="a connection to the job's rendezvous did not "
@@ -699,8 +766,8 @@ class Node:
             run.kill(reason)
             return job
         queued = self._queue.pop(job_id, None)
-        if queued is not None and queued.server is not None:
-            await queued.server.close()
+        if queued is not None:
+            await queued.close()
         if not job.terminal:
             job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
         return job

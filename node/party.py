@@ -98,7 +98,7 @@ _parent = os.getppid()
 import torch
 
 from node import wire
-from node.compat import crypten, end_rendezvous
+from node.compat import crypten, end_rendezvous, use_links
 from node.jail import ALL_LAYERS, job_api, runtime
 from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
@@ -190,9 +190,13 @@ def run(spec: dict[str, Any]) -> int:
     torch.set_num_threads(max(1, int(spec.get("threads", 1))))
     os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=spec["rendezvous"],
                       WORLD_SIZE=str(world), RANK=str(rank))
-    ifname = spec.get("gloo_ifname") or (interface_of("127.0.0.1") if world == 1 else None)
-    if ifname:  # gloo listens on this interface's address, not the host name's
-        os.environ["GLOO_SOCKET_IFNAME"] = ifname
+    links = spec.pop("links", None)
+    if links and world > 1:  # every link through the node's TLS relay (node/links.py)
+        use_links(links)
+    else:
+        ifname = spec.get("gloo_ifname") or (interface_of("127.0.0.1") if world == 1 else None)
+        if ifname:  # gloo listens on this interface's address, not the host name's
+            os.environ["GLOO_SOCKET_IFNAME"] = ifname
     _bounded_rendezvous(spec)
 
     t = time.perf_counter()

@@ -182,20 +182,45 @@ def tls_problem(data: bytes) -> str | None:
     return None
 
 
+def party_local(address: str) -> tuple[str, str, str]:
+    """The three loopback addresses of one job's party (node/links.py): the relay's forwarders
+    (c - 1), the party's gloo devices (c), and the address that only compares higher (c + 1)."""
+    head, last = address.rsplit(".", 1)
+    return tuple(f"{head}.{int(last) + d}" for d in (-1, 0, 1))  # type: ignore[return-value]
+
+
+def announced_devices(streams: dict[FlowKey, bytes], flows: set[FlowKey]) -> set[tuple[str, int]]:
+    """Every IPv4 gloo device address that went through the store in ``flows`` (base64 in
+    the JSON of Parley's rendezvous, or raw): gloo's ``Rank`` record holds a sockaddr_in."""
+    store = b"".join(streams[k] for k in flows)
+    values = store + b"".join(base64.b64decode(m.group(1))
+                              for m in re.finditer(rb'"v":"([A-Za-z0-9+/=]*)"', store))
+    found = set()
+    for m in re.finditer(rb"\x88\x00\x00\x00\x00\x00\x00\x00\x02\x00(..)(....)", values, re.S):
+        found.add((socket.inet_ntoa(m.group(2)), int.from_bytes(m.group(1), "big")))
+    return found
+
+
 @dataclass
 class JobTraffic:
     capture: Capture
     peer: set[FlowKey]
     admin: set[FlowKey]
-    rendezvous: set[FlowKey]
-    gloo: set[FlowKey]
+    rendezvous: set[FlowKey]  # the store's own port, where the parties meet it
+    relay: set[FlowKey]  # node to node: the job's link relays (node/links.py)
+    local: set[FlowKey]  # a party and its own node, on the job's party-local addresses
+    party_local: set[str]
+
+    @property
+    def links(self) -> set[FlowKey]:
+        return self.relay | self.local | self.rendezvous
 
     @property
     def job_flows(self) -> set[FlowKey]:
-        return self.peer | self.admin | self.rendezvous | self.gloo
+        return self.peer | self.admin | self.links
 
     def describe(self, finding: Finding) -> str:
-        kinds = [k for k in ("peer", "admin", "rendezvous", "gloo")
+        kinds = [k for k in ("peer", "admin", "rendezvous", "relay", "local")
                  if finding.flow in getattr(self, k)]
         return f"{finding} [{', '.join(kinds) or 'not this job'}]"
 
@@ -203,15 +228,60 @@ class JobTraffic:
 def classify(capture: Capture, nodes: list[LocalNode], done: dict) -> JobTraffic:
     host = nodes[0].address.rsplit(":", 1)[0]
     assert all(n.address.rsplit(":", 1)[0] == host for n in nodes)
-    rendezvous_port = port_of(done["detail"]["rendezvous"])
-    gloo = gloo_ports(capture, host, rendezvous_port)
+    links = [n.client.job(done["id"], role="party")["detail"].get("links", {}) for n in nodes]
+    assert all(link.get("tls") for link in links), f"a party ran without TLS links: {links}"
+    addresses = {a for link in links for a in party_local(link["party_local"])}
+    relay_ports = {int(link["relay_port"]) for link in links}
     return JobTraffic(
         capture,
         peer=flows_at(capture, host, {port_of(n.peer_url) for n in nodes}),
         admin=flows_at(capture, "127.0.0.1", {port_of(n.client.admin_url) for n in nodes}),
-        rendezvous=flows_at(capture, host, {rendezvous_port}),
-        gloo=flows_at(capture, host, gloo),
+        rendezvous=flows_at(capture, host, {port_of(done["detail"]["rendezvous"])}),
+        relay=flows_at(capture, host, relay_ports),
+        local={k for k in capture.flows if k[0] in addresses or k[2] in addresses},
+        party_local=addresses,
     )
+
+
+def wire_problems(capture: Capture, flows: set[FlowKey]) -> list[str]:
+    """What in ``flows`` is not TLS from its first byte to its last (a flow whose start the
+    capture missed counts as a problem too)."""
+    streams = capture.streams()
+    problems = []
+    for key in sorted(k for k in flows if streams[k]):
+        if not capture.flows[key].saw_syn:
+            problems.append(f"{key}: began before the capture")
+            continue
+        problem = tls_problem(streams[key])
+        if problem is not None:
+            problems.append(f"{key}: {problem}")
+    return problems
+
+
+def check_links(capture: Capture, traffic: JobTraffic, crypten_bytes: int) -> None:
+    """Every byte between the job's nodes is TLS, and the job's party traffic went there.
+
+    * every flow of the peer API (but connections kept alive from an earlier job, checked
+      there) and of the link relays, and whatever used the rendezvous address rank 0's node
+      gave out, is TLS records from its first byte to its last;
+    * every gloo device any party announced in the store listens on a party-local address
+      (loopback only, one per job's party), never on the node's address;
+    * the party-local legs (a party and its own node) carry at least the bytes CrypTen
+      counted, and so do the relays: the job's gloo traffic crossed between the nodes inside
+      TLS and nowhere else.
+    """
+    streams = capture.streams()
+    kept_alive = {k for k in traffic.peer if not capture.flows[k].saw_syn}  # from an earlier job
+    problems = wire_problems(capture, (traffic.peer - kept_alive) | traffic.relay
+                             | traffic.rendezvous)
+    assert not problems, "not TLS between the nodes:\n" + "\n".join(problems[:20])
+    devices = announced_devices(streams, traffic.local)
+    assert devices, "no gloo device announced through the store on the party-local legs"
+    outside = {d for d in devices if d[0] not in traffic.party_local}
+    assert not outside, f"gloo devices outside the party-local addresses: {sorted(outside)}"
+    relayed = sum(len(streams[k]) for k in traffic.relay)
+    local = sum(len(streams[k]) for k in traffic.local)
+    assert relayed >= crypten_bytes and local >= crypten_bytes, (relayed, local, crypten_bytes)
 
 
 SUM_JOB = '''
@@ -257,10 +327,10 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
     traffic = classify(capture, [alice, bob], done)
     streams = capture.streams()
     # The capture saw every kind of traffic of this job (else an absence would mean nothing).
-    for kind in ("peer", "admin", "rendezvous", "gloo"):
+    for kind in ("peer", "admin", "relay", "local"):
         flows = getattr(traffic, kind)
         assert any(streams[k] for k in flows), f"no {kind} traffic captured: {sorted(flows)}"
-    assert any(capture.flows[k].saw_syn and streams[k] for k in traffic.gloo)
+    check_links(capture, traffic, crypten_bytes(alice, bob, done))
 
     leaks = find_inputs(streams, secret, short_scope=traffic.job_flows)
     assert not leaks, f"private input on the wire {context}:\n" + "\n".join(
@@ -286,7 +356,15 @@ def test_two_party_job_traffic_carries_no_input_and_the_peer_api_is_tls(make_nod
     for key in traffic.peer:
         if capture.flows[key].saw_syn:  # (a kept-alive connection began in the first window)
             assert tls_problem(streams[key]) is None, f"peer API flow {key} is not TLS"
-    assert not find_inputs({k: streams[k] for k in traffic.peer}, secret)
+    check_links(capture, traffic, crypten_bytes(alice, bob, done))
+    assert not find_inputs({k: streams[k] for k in traffic.peer | traffic.relay}, secret)
+
+
+def crypten_bytes(alice: LocalNode, bob: LocalNode, done: dict) -> int:
+    """The most bytes CrypTen counted at one party: what gloo carried, at least (its counter
+    at each party counts the elements exchanged, each way)."""
+    return max(int(n.client.job(done["id"], role="party")["detail"].get("stats", {}).get(
+        "bytes", 0)) for n in (alice, bob))
 
 
 def captured_job(alice: LocalNode, bob: LocalNode, source: str) -> tuple[dict, Capture,
@@ -316,8 +394,9 @@ def test_a_reveal_to_rank_0_puts_no_plaintext_on_the_party_links(make_node, tmp_
     done, capture, traffic = captured_job(alice, bob, RAW_JOB)
     np.testing.assert_array_equal(results(done)[0], secret.values.astype(np.float32))
     streams = capture.streams()
-    links = traffic.gloo | traffic.rendezvous
-    assert any(streams[k] for k in traffic.gloo), "no gloo traffic captured"
+    links = traffic.links
+    assert any(streams[k] for k in traffic.local), "no party-local traffic captured"
+    check_links(capture, traffic, crypten_bytes(alice, bob, done))
     leaks = find_inputs({k: streams[k] for k in links}, secret)
     cells = [c for row in secret.cells for c in row]
     assert not leaks, (
@@ -404,6 +483,63 @@ def test_matcher_catches_an_input_sent_in_the_clear_over_gloo(tmp_path):
         assert {f.what for f in found if f.encoding == encoding} == every_cell, \
             f"the matcher missed {encoding} (seed {secret.seed})"
     assert {f.what for f in found if f.encoding == "CSV row"} == set(secret.rows)
+    # the checks that a real job's links pass (check_links) flag such a pair: not TLS, and
+    # its devices announced on the node's address, not on a party-local one
+    streams = capture.streams()
+    problems = wire_problems(capture, links)
+    assert len(problems) == sum(1 for k in links if streams[k]), problems
+    assert all("does not start with a TLS handshake record" in p for p in problems), problems
+    devices = announced_devices(streams, flows_at(capture, "127.0.0.1", {port}))
+    assert {d[0] for d in devices} == {"127.0.0.1"}, devices
     # and these links are exactly where the leak is: not in the rendezvous store
     assert not find_inputs({k: capture.streams()[k] for k in flows_at(
         capture, "127.0.0.1", {port})}, secret)
+
+
+# -- the generator seeds: on plain gloo links, in the clear ----------------------------------
+SEEDS_PAIR = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    rank, port = int(sys.argv[1]), int(sys.argv[2])
+    os.environ.update(GLOO_SOCKET_IFNAME="lo", RENDEZVOUS=f"tcp://127.0.0.1:{port}",
+                      WORLD_SIZE="2", RANK=str(rank), DISTRIBUTED_BACKEND="gloo")
+    from node.compat import crypten
+    crypten.init()
+    cpu = torch.device("cpu")
+    print(json.dumps({k: crypten.generators[k][cpu].initial_seed()
+                      for k in ("prev", "next", "global")}))
+''')
+
+
+def test_plain_gloo_links_carry_crypten_s_generator_seeds(tmp_path):
+    """Why the party links are TLS (the issue this answers): ``crypten.init()`` between two
+    bare processes on plain gloo puts the pairwise and global generator seeds on the wire as
+    int64, and a recorder finds them there. In a real job every byte between the nodes is a
+    TLS record (``check_links``), so no such plaintext is there to find; the only plaintext
+    legs are a party's with its own node, on loopback addresses of its own."""
+    import json
+
+    port = free_port()
+    with LoopbackSniffer() as sniffer:
+        procs = [subprocess.Popen([sys.executable, "-c", SEEDS_PAIR, str(rank), str(port)],
+                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for rank in (0, 1)]
+        try:
+            outs = [p.communicate(timeout=60) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+    assert [p.returncode for p in procs] == [0, 0], [e.decode()[-2000:] for _, e in outs]
+    capture = sniffer.stop()
+    assert capture.drops == 0
+    seeds = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+    assert seeds[0]["next"] == seeds[1]["prev"] and seeds[0]["global"] == seeds[1]["global"]
+    links = flows_at(capture, "127.0.0.1", gloo_ports(capture, "127.0.0.1", port))
+    wire = b"".join(capture.streams()[k] for k in links)
+    for name, seed in (("rank 0's next (rank 1's prev)", seeds[0]["next"]),
+                       ("rank 1's next (rank 0's prev)", seeds[1]["next"]),
+                       ("the global seed", seeds[0]["global"])):
+        assert struct.pack("<Q", seed) in wire, f"{name} is not on the plain gloo links"
+    assert wire_problems(capture, links), "plain gloo links passed for TLS"

@@ -1,8 +1,10 @@
 """What a job opens on the network, between real nodes on the loopback.
 
 Every listening socket of the nodes and their party processes is on the node's address (the
-nodes here are started with host 127.0.0.1), during the rendezvous and while the job computes;
-and someone else who connects to the job's rendezvous can neither read it nor break the job.
+nodes here are started with host 127.0.0.1) or on the job's party-local loopback addresses
+(node/links.py: a party's gloo, its node's relay ends), during the rendezvous and while the
+job computes, and none is left once the job has ended; and someone else who connects to the
+job's rendezvous address (rank 0's link relay) can neither read it nor break the job.
 
 A job is held in its rendezvous by stopping bob's party (SIGSTOP) as soon as it is spawned,
 before it has even imported torch: alice's party then waits for it, so the test has all the
@@ -15,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +111,17 @@ def job_listeners(nodes: list[LocalNode]) -> dict[str, set[tuple[str, int]]]:
     return out
 
 
+def party_local(nodes: list[LocalNode], job_id: str) -> dict[str, tuple[str, set[str]]]:
+    """Each node's party-local addresses for the job (node/links.py): the party's (c), and
+    all three (c - 1: its relay's ends; c + 1: only ever compared)."""
+    out = {}
+    for node in nodes:
+        address = node.client.job(job_id, role="party")["detail"]["links"]["party_local"]
+        head, last = address.rsplit(".", 1)
+        out[node.name] = (address, {f"{head}.{int(last) + d}" for d in (-1, 0, 1)})
+    return out
+
+
 def test_every_listener_of_a_job_is_on_the_nodes_address(make_node, tmp_path):
     alice, bob = two_nodes(make_node, tmp_path)
     job_id = submit(alice, bob, LONG_JOB, time_s=120)
@@ -124,19 +138,36 @@ def test_every_listener_of_a_job_is_on_the_nodes_address(make_node, tmp_path):
                len(party_states(alice.client, job_id)) == 2, JOB_TIMEOUT,
                "both parties to be running")
     computing = job_listeners([alice, bob])
+    local = party_local([alice, bob], job_id)
     alice.client.cancel(job_id, "the test has seen what it needed")
     alice.client.wait(job_id, timeout=30)
 
+    every_local = set().union(*(addresses for _, addresses in local.values()))
     everything = {(who, a) for seen in (in_rendezvous, computing) for who, addrs in seen.items()
                   for a in addrs}
-    elsewhere = sorted((who, a) for who, a in everything if a[0] != "127.0.0.1")
+    elsewhere = sorted((who, a) for who, a in everything
+                       if a[0] != "127.0.0.1" and a[0] not in every_local)
     assert not elsewhere, f"listening beyond the node's address 127.0.0.1: {elsewhere}"
+    # a party listens on its own party-local address only, and only its node's relay there
+    for who, (address, _) in everything:
+        name = who.split("'", 1)[0]
+        if "party" in who:
+            assert address == local[name][0], (who, address)
+        elif address != "127.0.0.1":
+            assert address in local[name][1], (who, address)
     # the test saw what it is about: gloo's listeners in both parties while they compute...
     for party in [k for k in computing if "party" in k]:
         assert computing[party], f"{party} listened on nothing while computing"
     assert len([k for k in computing if "party" in k]) == 2
-    # ...and the rendezvous only while it was needed
-    assert all(port != p for addrs in computing.values() for _, p in addrs)
+    # ...the relay (the rendezvous address) while the links are up, and nothing of the job
+    # once it has ended
+    assert ("127.0.0.1", port) in computing["alice's node"]
+
+    def left() -> list:
+        return [(n.name, a) for n in (alice, bob) for a in listening_sockets(n.pid)
+                if a[0] in every_local or a[1] == port]
+
+    wait_until(lambda: not left(), 10, "the job's listeners to close")
 
 
 def test_torch_tcp_store_listens_on_every_interface():
@@ -167,13 +198,23 @@ def test_an_outsider_at_the_rendezvous_can_neither_read_nor_break_the_job(make_n
         # torch's own client, as anyone would try first
         with pytest.raises(dist.DistError):
             dist.TCPStore("127.0.0.1", port, 2, False, datetime.timedelta(seconds=2))
-        # by hand: a fresh nonce is all there is to read; a wrong proof ends the connection
+        # by hand: the rendezvous address is TLS (rank 0's link relay) and says nothing
+        # first; anything but a TLS handshake ends the connection
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            greeting = raw.recv(4096)
-            assert greeting.startswith(RENDEZVOUS_MAGIC)
-            assert len(greeting) == len(RENDEZVOUS_MAGIC) + 32
-            raw.sendall(os.urandom(64))
+            raw.settimeout(1)
+            with pytest.raises(TimeoutError):
+                raw.recv(4096)
+            raw.settimeout(10)
+            raw.sendall(RENDEZVOUS_MAGIC + os.urandom(64))
             assert raw.recv(4096) == b""
+        # TLS without a certificate the job's nodes pinned: refused in the handshake
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                with client.wrap_socket(raw) as tls:
+                    if tls.recv(4096) == b"":
+                        raise ConnectionError("closed")
         # and a flood of connections that never say anything, held through the rendezvous
         flood = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(100)]
     finally:
@@ -185,13 +226,19 @@ def test_an_outsider_at_the_rendezvous_can_neither_read_nor_break_the_job(make_n
             sock.close()
     assert done["state"] == "succeeded", done["reason"]
     assert results(done)[0] == pytest.approx(12.0, abs=1e-3)
-    # the rendezvous stopped listening once both parties had made their process groups
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    # alice's audit log counts the connections that did not prove the key
+    # the rendezvous address (the relay) stops listening as the job ends
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_until(refused, 10, "the job's relay to stop listening")
+    # alice's audit log counts the connections that were not from the job's nodes
     refusals = [e["fields"] for e in alice.client.audit()["entries"]
                 if e["kind"] == "refusal" and e["fields"].get("job") == job_id]
-    assert refusals and refusals[0]["connections"] >= 2, refusals
+    assert refusals and max(r["connections"] for r in refusals) >= 3, refusals
     # the job's key is written nowhere: no log, no event, no job record, on either node
     key_in_url = re.compile(rb"parley://[0-9a-f]{32,}@")
     for node in (alice, bob):

@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only workloads at these party counts (default 2,3)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="also write bench.json and bench.png (the chart) into DIR")
+    parser.add_argument("--tls-cost", action="store_true",
+                        help="also run every Parley job on a second set of nodes whose party "
+                             "links are plain TCP (PARLEY_TLS_LINKS=0), interleaved: the time "
+                             "and the bytes that TLS between the parties costs")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -83,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         report = run(workloads=args.workloads, pairs=args.pairs, parties=args.parties,
-                     quick=args.quick, out=args.out)
+                     quick=args.quick, out=args.out, tls_cost=args.tls_cost)
     except OSError as exc:
         raise BenchError(f"the benchmark stopped: {exc}") from None
     if args.json:

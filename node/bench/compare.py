@@ -60,15 +60,17 @@ class Measured:
     aa: list[tuple[Record, Record]] = field(default_factory=list)
     aa_workload: Workload | None = None
     warm_pool: dict[str, Any] | None = None
+    tls: dict[str, list[tuple[Record, Record]]] = field(default_factory=dict)  # TLS, plain
 
 
 def run(workloads: str | list[str] | None = None, pairs: int = 3,
         parties: tuple[int, ...] = (2, 3), quick: bool = False, out: Path | None = None,
         say: Say | None = None, native_timeout: float = 300.0,
-        job_timeout: float = 600.0) -> dict[str, Any]:
+        job_timeout: float = 600.0, tls_cost: bool = False) -> dict[str, Any]:
     """Benchmark ``workloads`` (names or groups; None: all, or the quick set) in ``pairs``
     A/B pairs; the report as a dict (what ``--json`` prints). ``out``: also write bench.json
-    and bench.png there. ``say``: progress lines (default: stderr)."""
+    and bench.png there. ``say``: progress lines (default: stderr). ``tls_cost``: also every
+    Parley job on nodes whose party links are plain TCP, for what TLS costs."""
     say = say or _stderr
     names = ",".join(workloads) if isinstance(workloads, list) else workloads
     try:
@@ -82,14 +84,18 @@ def run(workloads: str | list[str] | None = None, pairs: int = 3,
     t0, load_before = time.monotonic(), os.getloadavg()
     base = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     try:
-        session = Session(chosen, base, say, native_timeout, job_timeout)
+        session = Session(chosen, base, say, native_timeout, job_timeout, tls_cost)
         try:
             measured = session.measure(pairs, aa=not quick)
         finally:
             session.arm.stop()
+            if session.plain_arm is not None:
+                session.plain_arm.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report = summarize(chosen, measured, pairs, quick)
+    if tls_cost:
+        report["tls"] = [tls_row(w, measured.tls[w.name]) for w in chosen]
     report["machine"].update(load_before=list(load_before), load_after=list(os.getloadavg()))
     report["seconds"] = time.monotonic() - t0
     if out is not None:
@@ -103,7 +109,7 @@ class Session:
     """The data, the nodes and the runs of one benchmark."""
 
     def __init__(self, chosen: list[Workload], base: Path, say: Say, native_timeout: float,
-                 job_timeout: float) -> None:
+                 job_timeout: float, tls_cost: bool = False) -> None:
         self.chosen = chosen
         self.base = base
         self.data = base / "data"
@@ -111,6 +117,8 @@ class Session:
         self.native_timeout = native_timeout
         self.job_timeout = job_timeout
         self.arm = ParleyArm(base / "nodes", max(w.parties for w in chosen), say)
+        self.plain_arm = (ParleyArm(base / "nodes-plain-links", max(w.parties for w in chosen),
+                                    say) if tls_cost else None)
 
     def prepare(self) -> Measured:
         from node.bench.plaintext import plaintext
@@ -120,9 +128,19 @@ class Session:
         self.data.mkdir()
         plain = generate(self.chosen, self.data)
         measured = Measured(plaintext={w.name: plaintext(w, plain) for w in self.chosen})
-        self.arm.start()
-        for w in self.chosen:
-            self.arm.publish(w, lambda item, w=w: w.file(self.data, item))
+        arms = [(self.arm, "1")] + ([(self.plain_arm, "0")] if self.plain_arm else [])
+        for arm, links in arms:
+            before = os.environ.get("PARLEY_TLS_LINKS")
+            os.environ["PARLEY_TLS_LINKS"] = links  # the node processes read it as they start
+            try:
+                arm.start()
+            finally:
+                if before is None:
+                    os.environ.pop("PARLEY_TLS_LINKS", None)
+                else:
+                    os.environ["PARLEY_TLS_LINKS"] = before
+            for w in self.chosen:
+                arm.publish(w, lambda item, w=w: w.file(self.data, item))
         measured.warm_pool = self.arm.warm_workers()
         return measured
 
@@ -149,6 +167,13 @@ class Session:
                 self.say(f"[{done}/{total}] {w.name} pair {index + 1}: native "
                          f"{native['wall_s']:.2f} s, Parley {parley['wall_s']:.2f} s "
                          f"(load {parley['load_1min']:.2f})")
+                if self.plain_arm is not None:
+                    parley["links"] = links_of(self.arm, parley["job_id"])
+                    plain, _ = self.parley(w, self.plain_arm)
+                    measured.tls.setdefault(w.name, []).append((parley, plain))
+                    self.say(f"    {w.name}: Parley with plain party links "
+                             f"{plain['wall_s']:.2f} s, compute {plain['compute_s']:.3f} s "
+                             f"(TLS: {parley['compute_s']:.3f} s)")
         return measured
 
     def native(self, w: Workload) -> tuple[Record, Any]:
@@ -164,13 +189,58 @@ class Session:
         record["cpu"]["launcher_s"] = _own_cpu() - cpu
         return {"settle_s": settled, "load_1min": load, **record}, run.value(w.result_to)
 
-    def parley(self, w: Workload) -> tuple[Record, Any]:
-        settled = self.arm.settle()
+    def parley(self, w: Workload, arm: ParleyArm | None = None) -> tuple[Record, Any]:
+        arm = arm or self.arm
+        settled = arm.settle()
         load, cpu = os.getloadavg()[0], _own_cpu()
-        run = self.arm.run(w, self.job_timeout)
+        run = arm.run(w, self.job_timeout)
         record = parley_record(run)
         record["cpu"]["launcher_s"] = _own_cpu() - cpu
         return {"settle_s": settled, "load_1min": load, **record}, run.value
+
+
+def links_of(arm: ParleyArm, job_id: str, wait_s: float = 5.0) -> dict[str, int]:
+    """The bytes a job's parties sent to other nodes, summed over the nodes: ``plain`` as the
+    relays read them (what plain TCP links would carry: the same gloo bytes), ``tls`` as TCP
+    counted them on the wire. A node writes them as its party's links close, just after the
+    result: wait for them a moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        links = [n.client.job(job_id, role="party").get("detail", {}).get("links", {})
+                 for n in arm.nodes if n.client is not None]
+        links = [x for x in links if x]
+        if all("wire_sent" in x for x in links) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return {"plain": sum(int(x.get("bytes_sent", 0)) for x in links),
+            "tls": sum(int(x.get("wire_sent", 0)) for x in links)}
+
+
+def tls_row(w: Workload, runs: list[tuple[Record, Record]]) -> dict[str, Any]:
+    """What TLS on the party links cost one workload: with / without, per interleaved pair."""
+    tls = [t for t, _ in runs]
+    plain = [p for _, p in runs]
+    plain_bytes = figures.median_of([t["links"]["plain"] for t in tls])
+    tls_bytes = figures.median_of([t["links"]["tls"] for t in tls])
+    return {
+        "name": w.name, "parties": w.parties,
+        "ratios": {key: figures.ratio_figure([(p[key], t[key]) for t, p in runs])
+                   for key in ("wall_s", "compute_s")},
+        "with": {key: figures.median_of([t[key] for t in tls]) for key in ("wall_s",
+                                                                             "compute_s")},
+        "without": {key: figures.median_of([p[key] for p in plain]) for key in ("wall_s",
+                                                                                 "compute_s")},
+        "rendezvous_s": {"with": figures.median_of([t["phases"].get("rendezvous_s") or 0.0
+                                                    for t in tls]),
+                         "without": figures.median_of([p["phases"].get("rendezvous_s") or 0.0
+                                                       for p in plain])},
+        "nodes_cpu_s": {"with": figures.median_of([t["cpu"].get("nodes_s") or 0.0
+                                                   for t in tls]),
+                        "without": figures.median_of([p["cpu"].get("nodes_s") or 0.0
+                                                      for p in plain])},
+        "bytes": {"plain": plain_bytes, "tls": tls_bytes},
+        "load_1min": figures.median_of([t["load_1min"] for t in tls]),
+    }
 
 
 def _own_cpu() -> float:

@@ -38,6 +38,8 @@ def table(report: dict[str, Any]) -> str:
              *_costs(report)]
     if report["scaling"]:
         lines += ["", *_growth(report)]
+    if report.get("tls"):
+        lines += ["", *_tls(report)]
     lines += ["", *check_lines(report)]
     if report.get("files"):
         lines.append("written: " + ", ".join(report["files"]))
@@ -112,6 +114,27 @@ def _costs(report: dict[str, Any]) -> list[str]:
         mb = "/".join(f"{q['native']['bytes'] / 1e6:.2f}" for q in fp)
         lines.append(f"  {r['name']:<13}{native_cpu:>13}{parley_cpu:>42}  "
                      f"{rounds:<16}{mb:<18}{r['plaintext_s'] * 1e3:>9.2f}")
+    return lines
+
+
+def _tls(report: dict[str, Any]) -> list[str]:
+    lines = [("TLS on the party links (store and gloo pairs between nodes), against the same "
+              "jobs on nodes with plain TCP links, interleaved. Ratios: with / without, "
+              "median of pairs [95% bootstrap]. MB: sent between the nodes, all parties "
+              "(plain: the gloo and store bytes; TLS: on the wire, as TCP counted it)"),
+             (f"  {'workload':<10}{'whole s':>15}{'compute s':>17}{'whole':>22}"
+              f"{'compute':>22}{'rendezvous s':>16}{'nodes CPU s':>14}{'MB plain | TLS':>18}"
+              f"{'load':>6}")]
+    for r in report["tls"]:
+        w, wo = r["with"], r["without"]
+        mb = f"{r['bytes']['plain'] / 1e6:.3f} | {r['bytes']['tls'] / 1e6:.3f}"
+        lines.append(
+            f"  {r['name']:<10}{_num(w['wall_s']) + ' | ' + _num(wo['wall_s']):>15}"
+            f"{_num(w['compute_s'], 3) + ' | ' + _num(wo['compute_s'], 3):>17}"
+            f"{_ratio(r['ratios']['wall_s']):>22}{_ratio(r['ratios']['compute_s']):>22}"
+            f"{_num(r['rendezvous_s']['with']) + ' | ' + _num(r['rendezvous_s']['without']):>16}"
+            f"{_num(r['nodes_cpu_s']['with']) + ' | ' + _num(r['nodes_cpu_s']['without']):>14}"
+            f"{mb:>18}{r['load_1min']:>6.2f}")
     return lines
 
 
