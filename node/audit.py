@@ -330,4 +330,4 @@ def _read_head(path: Path) -> tuple[int, str] | None:
 
 
 def _write_head(path: Path, seq: int, digest: str) -> None:
-    write_atomic(path, canonical({"seq": seq, "hash": digest}))
+    write_atomic(path, canonical({"seq": seq, "hash": digest}), sync_folder=False)

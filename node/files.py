@@ -17,10 +17,12 @@ __all__ = ["fsync_dir", "write_atomic"]
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, exclusive: bool = False,
-                 prefix: str = ".") -> bool:
+                 prefix: str = ".", sync_folder: bool = True) -> bool:
     """Put ``data`` at ``path`` (permissions ``mode``, whatever the umask). ``exclusive``:
     only if ``path`` does not exist yet; False then, with nothing written (two processes
-    creating the same file at once cannot both win). True when written."""
+    creating the same file at once cannot both win). ``sync_folder=False`` skips the folder's
+    fsync, for a file rewritten often whose older version is as good after a power cut (the
+    audit log's head, rewritten at every entry). True when written."""
     tmp = path.with_name(f"{prefix}{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -45,7 +47,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, exclusive: bool 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_folder:
+        fsync_dir(path.parent)
     return True
 
 
