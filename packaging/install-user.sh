@@ -45,8 +45,6 @@ done
 sed -e "s|^ExecStart=/usr/bin/parley |ExecStart=$PREFIX/bin/parley |" \
     -e "s|file:///opt/parley/|file://$LIB/|" \
     "$HERE/share/systemd/user/parley-node.service" > "$UNITS/parley-node.service"
-command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q "$SHARE/applications" || true
-command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q -t "$SHARE/icons/hicolor" || true
 
 echo "Parley $("$PREFIX/bin/parley" --version | cut -d' ' -f2) installed in $LIB"
 if have_systemd; then
