@@ -23,8 +23,16 @@ t_start=$(date +%s)
 
 # -- the clean root ---------------------------------------------------------------------------
 mkdir -p "$CACHE/archives/partial"
+# the host's tools: debootstrap for the root, the validators for the desktop files
+missing=""
+for tool in debootstrap:debootstrap desktop-file-validate:desktop-file-utils appstreamcli:appstream; do
+    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
+done
+if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+        || say "could not install$missing (validators are skipped when absent)"
+fi
 if [ ! -f "$CACHE/bookworm-minbase.tar" ]; then
-    command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap; }
     rm -rf "$CACHE/root.new"
     debootstrap --variant=minbase bookworm "$CACHE/root.new" "$MIRROR" >/dev/null
     tar -C "$CACHE/root.new" -cf "$CACHE/bookworm-minbase.tar.new" .
