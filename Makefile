@@ -7,7 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CRYPTEN := crypten==0.4.1
 
-.PHONY: demo test install bench screenshots clean
+# `make package`: a PyInstaller bundle, a .deb and a tarball in packaging/dist/ (packaging/build.sh);
+# `make check-package`: installs the .deb in a clean Debian root and runs it (packaging/check.sh).
+PACKAGING := pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9
+PKG_STAMP := $(VENV)/.packaging
+
+.PHONY: demo test install bench screenshots package check-package clean
 
 # crypten is installed without its declared dependencies: Parley uses none of them. pip
 # would then print "ERROR: ... crypten 0.4.1 requires pandas, which is not installed" after
@@ -38,5 +43,15 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m gui.screenshots docs
 
+$(PKG_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PACKAGING)
+	touch $(PKG_STAMP)
+
+package: $(PKG_STAMP)
+	PY=$(BIN)/python sh packaging/build.sh
+
+check-package: package
+	bash packaging/check.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info packaging/build packaging/dist

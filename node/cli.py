@@ -470,6 +470,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Compute together on private "
                                      "data with secure multi-party computation (CrypTen).")
+    from node import __version__
+
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,

@@ -92,6 +92,8 @@ def default_read_only_paths() -> list[str]:
         value = sysconfig.get_paths().get(key)
         if value:
             paths.add(value)
+    if getattr(sys, "frozen", False):  # the installed bundle: its executable holds the code
+        paths.add(os.path.dirname(os.path.abspath(sys.executable)))
     return sorted(p for p in paths if os.path.exists(p))
 
 
