@@ -2,7 +2,8 @@
 # The installers' check (`make check-package`, run by CI after `make test`): the .deb that
 # `make package` built is installed into a clean Debian bookworm root (debootstrap --variant=minbase,
 # entered with chroot; its tarball is cached in $PARLEY_CHECK_CACHE), and from the installed
-# bundle, as an unprivileged user there:
+# bundle, as root there (PARLEY_CHECK_USER=owner: as a plain user, whose jail is reduced where
+# the kernel forbids unprivileged socket filters; see README "Limits"):
 #   `parley --version`; two nodes start and pair; a 2-party job runs with the jail's complete
 #   confinement at both parties and the same result as the source tree's .venv gives;
 #   the app renders one screenshot offscreen; the .desktop file and the metainfo validate
