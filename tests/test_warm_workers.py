@@ -173,9 +173,11 @@ async def test_a_worker_importing_while_a_job_runs_waits_until_the_job_ends(tmp_
     launcher.start()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 90
-    while launcher.status()["ready"] < 1:  # the first worker ready, the second importing
-        assert loop.time() < deadline, "no warm worker became ready"
-        await asyncio.sleep(0.05)
+    while not (launcher.status()["ready"] >= 1 and launcher.status()["starting"] == 1):
+        # the first worker ready, the second spawned and importing
+        assert loop.time() < deadline, f"no worker importing beside a ready one: " \
+                                       f"{launcher.status()}"
+        await asyncio.sleep(0.02)
     run = await launcher.launch("job-1", threads=1)  # a job takes the ready one
     importing = [w for w in launcher._alive() if not w.ready]
     assert len(importing) == 1, launcher.status()
