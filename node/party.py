@@ -99,6 +99,7 @@ import torch
 
 from node import wire
 from node.compat import crypten, end_rendezvous, use_links
+from node.errors import first_line
 from node.jail import ALL_LAYERS, job_api, runtime
 from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
@@ -110,7 +111,7 @@ MAX_RESULT_BYTES = 16 << 20
 
 def _classify(exc: BaseException) -> tuple[str, str]:
     """A short kind and a message for people; no traceback, no data values."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     low = str(exc).lower()
     tb = traceback.extract_tb(exc.__traceback__)
     job_frames = [f for f in tb if f.filename == runtime.JOB_FILENAME]
