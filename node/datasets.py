@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from node.errors import DatasetError, StoreError
+from node.parsing import load_npy
 
 __all__ = ["CsvTable", "npy_bytes", "read_csv", "read_file", "read_npy"]
 
@@ -182,7 +183,7 @@ def read_csv(
     if only_labels:
         values = features.finish()
         return CsvTable(columns, (features.rows, 1), values,
-                         npy_bytes(np.load(io.BytesIO(values)).reshape(-1)))
+                         npy_bytes(load_npy(values).reshape(-1)))
     return CsvTable(columns, (features.rows, len(columns)), features.finish(),
                      None if labels is None else labels.finish())
 
@@ -380,7 +381,7 @@ def read_npy(path: Path) -> np.ndarray:
     if path.is_dir():
         raise DatasetError(f"{path} is a folder; choose a .npy file")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = load_npy(path)
     except ValueError as exc:
         if "allow_pickle" in str(exc) and "Object arrays" in str(exc):
             raise DatasetError(

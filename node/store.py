@@ -46,6 +46,7 @@ from node.db import connect
 from node.errors import ModelError, StoreError, UnknownAsset, first_line
 from node.files import write_atomic
 from node.models import check_model
+from node.parsing import load_npy
 
 __all__ = ["KINDS", "TAG_RULE", "Asset", "Store", "is_tag", "normalise_tags"]
 
@@ -550,7 +551,7 @@ class Store:
         """One part of a dataset: features (n, d) or labels (n,), float32."""
         if asset.kind != "dataset":
             raise StoreError(f"{asset.id} ({asset.name}) is a {asset.kind}, not a dataset")
-        return np.load(self.content_path(asset, part), allow_pickle=False)
+        return load_npy(self.content_path(asset, part))
 
     def model_bytes(self, asset: Asset) -> bytes:
         """The ONNX bytes of a model, exactly as imported."""

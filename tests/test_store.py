@@ -569,6 +569,53 @@ def test_concurrent_imports_from_threads(store: Store, tmp_path: Path) -> None:
         assert store.load_array(asset)[0, 0] == i % 3
 
 
+
+@contextmanager
+def threads_switch_inside_parses() -> Iterator[None]:
+    """Make a thread give up the interpreter in the middle of any parse: a garbage collection
+    every few allocations, whose callback sleeps. That is what CPython 3.11's shared AST
+    recursion counter cannot take (gh-106905)."""
+    import gc
+    import time
+
+    threshold = gc.get_threshold()
+    callback = lambda phase, info: time.sleep(0)  # noqa: E731
+    gc.set_threshold(5)
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)
+
+
+def test_imports_and_job_checks_at_once_in_threads_all_succeed(store: Store, tmp_path: Path
+                                                                ) -> None:
+    """The node imports datasets and checks job sources in worker threads at the same time;
+    numpy reads each .npy header with the same parser as the jail's check, and neither may
+    fail because the other ran (CI once failed an import with 'AST constructor recursion depth
+    mismatch')."""
+    from node.jail.static import check
+
+    paths = []
+    for i in range(16):
+        np.save(tmp_path / f"x{i}.npy", np.full((4, 2), i))
+        paths.append(tmp_path / f"x{i}.npy")
+    source = "def run(crypten):\n" + "    x = crypten.load('a', 0).sum(dim=[0, 1]) + 1\n" * 40 + \
+        "    return {'s': x.get_plain_text()}\n"
+
+    def work(i: int) -> object:
+        if i % 2:
+            return store.import_npy(paths[i // 2], tags=["threads"])
+        return check(source, "run")
+
+    with threads_switch_inside_parses(), ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(32)))
+    assets = [r for r in results if hasattr(r, "id")]
+    assert len(assets) == 16
+    for i, asset in enumerate(assets):
+        assert store.load_array(asset)[0, 0] == i
+
 # -- atomicity -----------------------------------------------------------------------------
 
 

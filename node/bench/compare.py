@@ -24,6 +24,7 @@ from node.bench.native_arm import NativeJob, NativeRun, run_native
 from node.bench.parley_arm import ParleyArm, ParleyRun
 from node.bench.workloads import AA_PREFERRED, Workload, select
 from node.errors import BenchError
+from node.parsing import load_npy
 
 NATIVE_ARM = ("plain CrypTen 0.4.1: one `python node/bench/native.py` process per party, "
               "torch's tcp:// rendezvous at rank 0, one torch thread each, every party reading "
@@ -251,7 +252,6 @@ def _own_cpu() -> float:
 
 
 def native_job(w: Workload, data_dir: Path) -> NativeJob:
-    import numpy as np
 
     inputs: dict[str, dict[str, dict[str, Any]]] = {}
     for item in w.inputs:
@@ -259,7 +259,7 @@ def native_job(w: Workload, data_dir: Path) -> NativeJob:
         if item.kind == "model":
             entry = {"kind": "model", "path": path, "arch": w.file(data_dir, item, ".arch")}
         else:
-            shape = list(np.load(path, mmap_mode="r").shape)
+            shape = list(load_npy(path, mmap_mode="r").shape)
             entry = {"kind": "dataset", "parts": {"features": {"shape": shape, "path": path}}}
         inputs.setdefault(w.tag(item.name), {})[str(item.rank)] = entry
     return NativeJob(w.job_source(), "run", w.parties, inputs, w.precision_bits)

@@ -17,12 +17,13 @@ The answer's shape is what gui/results_view.py reads: ``{"job_id", "parley": {"s
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from node.parsing import load_npy
 
 PHASES = ("rendezvous_s", "load_s", "compute_s")
 
@@ -72,7 +73,6 @@ def _plain_crypten(source: str, entry: str, world: int,
                    data: dict[tuple[str, int], dict[str, bytes]], precision_bits: int
                    ) -> dict[str, Any]:
     """The job's code as plain CrypTen parties on the mock data: its seconds and phases."""
-    import numpy as np
 
     from node.bench.native_arm import NativeJob, run_native
     from node.bench.workloads import architecture_only
@@ -93,7 +93,7 @@ def _plain_crypten(source: str, entry: str, world: int,
                 for part, blob in parts.items():
                     path = stem.with_name(f"{stem.name}-{part}.npy")
                     path.write_bytes(blob)
-                    shape = list(np.load(io.BytesIO(blob), allow_pickle=False).shape)
+                    shape = list(load_npy(blob).shape)
                     described[part] = {"shape": shape, "path": path}
                 entry_ = {"kind": "dataset", "parts": described}
             inputs.setdefault(tag, {})[str(rank)] = entry_
@@ -118,7 +118,7 @@ def _plaintext_twin(p: dict[str, Any], data: dict[tuple[str, int], dict[str, byt
     import numpy as np
 
     def array(ref: dict[str, Any], part: str = "features") -> Any:
-        return np.load(io.BytesIO(data[(ref["tag"], ref["rank"])][part]))
+        return load_npy(data[(ref["tag"], ref["rank"])][part])
 
     if p["code"]["kind"] != "plan":
         return {"seconds": None, "why_not": "custom code has no plaintext twin"}

@@ -28,6 +28,7 @@ import torch
 from node import architecture
 from node.compat import crypten
 from node.errors import JobApiError
+from node.parsing import load_npy
 
 
 class JobCrypten:
@@ -103,7 +104,7 @@ class JobCrypten:
             blob = binding["data"].get(part)
             if blob is None:
                 raise JobApiError(f"'{tag}' has no {part}")
-            array = np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float64)
+            array = load_npy(blob).astype(np.float64)
             if stated is not None and list(array.shape) != list(stated[part]):
                 raise JobApiError(f"'{tag}' here has shape {list(array.shape)}, but the job "
                                   f"was approved for {stated[part]}")

@@ -34,6 +34,7 @@ import torch
 
 from node.compat import crypten
 from node.errors import JailViolation
+from node.parsing import parse_python
 
 JOB_FILENAME = "<job>"
 GUARD_NAME = "__parley_guard__"
@@ -281,7 +282,7 @@ def compile_job(source: str, entry: str, crypten_api: Facade, print_fn: Callable
                 ) -> Callable[..., Any]:
     """Compile job source under the runtime jail and return its entry function."""
     try:
-        tree = ast.parse(source, JOB_FILENAME)
+        tree = parse_python(source, JOB_FILENAME)
     except SyntaxError as exc:
         raise JailViolation(f"line {exc.lineno}: the job's source does not parse: {exc.msg}"
                             ) from None

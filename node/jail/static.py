@@ -101,6 +101,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from node.errors import JailRejected
+from node.parsing import parse_python
 
 # -- limits ----------------------------------------------------------------------------------
 MAX_BYTES = 100_000
@@ -485,7 +486,7 @@ def _parse(text: str) -> ast.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ast.parse(text, filename="<job>")
+            return parse_python(text, filename="<job>")
     except SyntaxError as exc:
         col = f" (column {exc.offset})" if exc.offset else ""
         raise JailRejected(exc.lineno or 1, "syntax",
