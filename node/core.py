@@ -370,11 +370,21 @@ class Node:
                                 "with --accept-reduced-isolation to allow source jobs")
         await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
         names, claims = await asyncio.to_thread(self._names_of, p, sender)
-        orchestrator = names["orchestrator"]
-        orchestrator_id = p["orchestrator"]["node_id"]
-        last = self.jobs.last_approved_source(orchestrator_id, p.get("title", ""), p["job_id"])
+        last = await asyncio.to_thread(self.jobs.last_approved_source,
+                                       p["orchestrator"]["node_id"],
+                                       p.get("title", ""), p["job_id"])
         material = await asyncio.to_thread(review.build, p, rank, self.store, last, names,
                                            claims)
+        # storage (fsynced commits, the audit log) runs off the event loop
+        return await asyncio.to_thread(self._record_proposal, p, rank, body, sender, kind,
+                                       material, names, claims)
+
+    def _record_proposal(self, p: dict[str, Any], rank: int, body: dict[str, Any],
+                         sender: str | None, kind: str, material: dict[str, Any],
+                         names: dict[str, Any], claims: list[dict[str, Any]]) -> JobRecord:
+        """Keep a checked proposal, audit it, approve it where a policy says so, announce it."""
+        orchestrator = names["orchestrator"]
+        orchestrator_id = p["orchestrator"]["node_id"]
         job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
                                proposals.proposal_hash(p), rank,
                                detail={"review": material, "names": names,
@@ -582,12 +592,17 @@ class Node:
         if self._room():
             await self._launch(job_id, start)
             return {"rendezvous": rendezvous, "state": "starting"}
-        self._queue[job_id] = start
-        self.jobs.transition(job_id, PARTY, JobState.QUEUED,
-                             f"waiting for room: this node runs {len(self._runs)} "
-                             f"part{'y' if len(self._runs) == 1 else 'ies'} at once at most")
-        self.audit.append("run", job=job_id, event="queued", rank=job.rank)
+        busy = len(self._runs)
+        await asyncio.to_thread(self._record_queued, job_id, job.rank, busy)
+        self._queue[job_id] = start  # in the order starts arrive (see Orchestrator._start)
+        self._start_queued()  # room may have freed while the record was written
         return {"rendezvous": rendezvous, "state": "queued"}
+
+    def _record_queued(self, job_id: str, rank: int, busy: int) -> None:
+        self.jobs.transition(job_id, PARTY, JobState.QUEUED,
+                             f"waiting for room: this node runs {busy} "
+                             f"part{'y' if busy == 1 else 'ies'} at once at most")
+        self.audit.append("run", job=job_id, event="queued", rank=rank)
 
     async def _start_relay(self, job_id: str, rank: int, p: dict[str, Any]) -> Any:
         """This job's link relay, pinned to the nodes of its other parties."""
@@ -633,47 +648,52 @@ class Node:
 
         async def close_rendezvous() -> None:
             await start.close()
-            if start.relay is not None:  # what crossed to other nodes, before TLS
-                links = {**self.jobs.get(job_id, PARTY).detail.get("links", {}),
-                         "bytes_sent": start.relay.bytes_sent,
-                         "bytes_received": start.relay.bytes_received,
-                         "wire_sent": start.relay.wire_sent,
-                         "wire_received": start.relay.wire_received}
-                await asyncio.to_thread(self.jobs.update, job_id, PARTY,
-                                        detail={"links": links})
-            if start.relay is not None and start.relay.refused:
-                self.audit.append("refusal", job=job_id, connections=start.relay.refused,
-                                  reason="a connection to the job's link relay was not from "
-                                         "a party of the job")
-            if start.server is not None:
-                if start.server.refused:
-                    self.audit.append("refusal", job=job_id, connections=start.server.refused,
-                                      reason="a connection to the job's rendezvous did not "
-                                             "prove the job's key")
+            await asyncio.to_thread(record_links)
 
-        async def supervise(run: PartyProcess) -> None:
+        def record_links() -> None:  # storage: on a thread
+            relay, server = start.relay, start.server
+            if relay is not None:  # what crossed to other nodes, before TLS
+                links = {**self.jobs.get(job_id, PARTY).detail.get("links", {}),
+                         "bytes_sent": relay.bytes_sent, "bytes_received": relay.bytes_received,
+                         "wire_sent": relay.wire_sent, "wire_received": relay.wire_received}
+                self.jobs.update(job_id, PARTY, detail={"links": links})
+                if relay.refused:
+                    self.audit.append("refusal", job=job_id, connections=relay.refused,
+                                      reason="a connection to the job's link relay was not from "
+                                             "a party of the job")
+            if server is not None and server.refused:
+                self.audit.append("refusal", job=job_id, connections=server.refused,
+                                  reason="a connection to the job's rendezvous did not prove "
+                                         "the job's key")
+
+        async def supervise(run: PartyProcess, started: asyncio.Task[Any]) -> None:
             try:
-                await self._supervise(job_id, run, spec, start.blobs, start.limit_s)
+                await self._supervise(job_id, run, spec, start.blobs, start.limit_s, started)
             finally:
                 await close_rendezvous()
                 self._start_queued()
 
-        try:
+        def record_starting() -> None:
             self.jobs.transition(job_id, PARTY, "starting", "")
             self.jobs.update(job_id, PARTY, detail={"threads": spec["threads"]})
+
+        try:
+            await asyncio.to_thread(record_starting)
             run = await self.launcher.launch(job_id, spec["threads"])
         except BaseException as exc:
             self._starting.discard(job_id)
             await close_rendezvous()
             if isinstance(exc, OSError):
-                self.jobs.transition(job_id, PARTY, "failed", f"could not start a party "
-                                     f"process: {exc}")
+                await asyncio.to_thread(self.jobs.transition, job_id, PARTY, "failed",
+                                        f"could not start a party process: {exc}")
             raise
         self._starting.discard(job_id)
         self._runs[job_id] = run
-        self.audit.append("run", job=job_id, event="started", rank=spec["rank"],
-                          threads=spec["threads"], warm=run.warm)
-        self.spawn(supervise(run))
+        # audited beside the party's start, not before it: the outcome waits for this entry
+        started = self.spawn(asyncio.to_thread(
+            self.audit.append, "run", job=job_id, event="started", rank=spec["rank"],
+            threads=spec["threads"], warm=run.warm))
+        self.spawn(supervise(run, started))
 
     def _start_queued(self) -> None:
         """A party ended: start the queued jobs that now have room, oldest first."""
@@ -710,7 +730,8 @@ class Node:
         return assets, blob_index, blobs
 
     async def _supervise(self, job_id: str, run: PartyProcess, spec: dict[str, Any],
-                         blobs: list[bytes], limit_s: float) -> None:
+                         blobs: list[bytes], limit_s: float, started: asyncio.Task[Any]
+                         ) -> None:
         def record(name: str, data: dict[str, Any]) -> None:  # storage: on a thread
             if name == "joined" and self.jobs.get(job_id, PARTY).state == JobState.STARTING:
                 self.jobs.transition(job_id, PARTY, JobState.RUNNING, "")
@@ -740,6 +761,8 @@ class Node:
             outcome = await run.supervise(spec, blobs, limit_s, on_event)
         finally:
             self._runs.pop(job_id, None)
+            # the audit log says "started" before it says how the party ended
+            await asyncio.wait([started])
         await asyncio.to_thread(self._record_outcome, job_id, outcome)
 
     def _record_outcome(self, job_id: str, outcome: Any) -> None:
@@ -769,7 +792,8 @@ class Node:
         if queued is not None:
             await queued.close()
         if not job.terminal:
-            job = self.jobs.transition(job_id, PARTY, "cancelled", reason)
+            job = await asyncio.to_thread(self.jobs.transition, job_id, PARTY, "cancelled",
+                                          reason)
         return job
 
     async def dry_run(self, source: str, entry: str, layers: dict[str, bool] | None = None,

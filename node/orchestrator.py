@@ -38,6 +38,7 @@ class Orchestrator:
         self.trust = node.trust
         self.network = Network(node)
         self._stop: dict[str, asyncio.Event] = {}  # set when the owner cancels a job
+        self._starting = asyncio.Lock()  # one job's starts at a time (see _start)
 
     def resume_interrupted(self) -> list[str]:
         """At start: pick up the jobs this node was driving when it stopped. Their parties
@@ -245,10 +246,10 @@ class Orchestrator:
 
     async def submit(self, spec: Any) -> JobRecord:
         p = await self.stated(self.compose(spec))
-        job = self.node.jobs.create(p["job_id"], ORCH, "proposed", p, proposals.proposal_hash(p),
-                                    None, detail={"parties": {
-                                        str(q["rank"]): {"name": q["name"], "state": "proposed"}
-                                        for q in p["parties"]}})
+        job = await asyncio.to_thread(
+            self.node.jobs.create, p["job_id"], ORCH, "proposed", p, proposals.proposal_hash(p),
+            None, detail={"parties": {str(q["rank"]): {"name": q["name"], "state": "proposed"}
+                                      for q in p["parties"]}})
         self.node.spawn(self._drive(job.id))
         return job
 
@@ -384,7 +385,8 @@ class Orchestrator:
         async def one(party: dict[str, Any]) -> None:
             await self.network.call("POST", party, "/peer/v1/proposals",
                              {"proposal": p, "rank": party["rank"], "signature": signature})
-            self._party_detail(job_id, party["rank"], state="awaiting_approval")
+            await asyncio.to_thread(self._party_detail, job_id, party["rank"],
+                                    state="awaiting_approval")
 
         results = await asyncio.gather(*(one(q) for q in p["parties"]), return_exceptions=True)
         for party, res in zip(p["parties"], results):
@@ -480,15 +482,24 @@ class Orchestrator:
 
     async def _start(self, job_id: str, p: dict[str, Any]) -> list[str]:
         """Start every party (rank 0 first: its node serves the rendezvous); the names of
-        those whose node queued the job until it has room."""
+        those whose node queued the job until it has room.
+
+        One job's starts at a time: a node runs or queues jobs in the order their starts
+        arrive, so every node of two jobs must hear of them in the same order. Were job B's
+        start to reach alice first and job C's to reach bob first, a node with room for one
+        party would run B at alice and C at bob, each waiting for the other's queued party."""
         by_rank = {q["rank"]: q for q in p["parties"]}
-        first = await self.network.call("POST", by_rank[0], f"/peer/v1/jobs/{job_id}/start", {})
-        rendezvous = first["rendezvous"]
-        self.node.jobs.update(job_id, ORCH, detail={"rendezvous": redact_rendezvous(rendezvous)})
-        others = [q for r, q in sorted(by_rank.items()) if r != 0]
-        results = await asyncio.gather(*(
-            self.network.call("POST", q, f"/peer/v1/jobs/{job_id}/start",
-                       {"rendezvous": rendezvous}) for q in others), return_exceptions=True)
+        async with self._starting:
+            first = await self.network.call("POST", by_rank[0],
+                                            f"/peer/v1/jobs/{job_id}/start", {})
+            rendezvous = first["rendezvous"]
+            others = [q for r, q in sorted(by_rank.items()) if r != 0]
+            results = await asyncio.gather(*(
+                self.network.call("POST", q, f"/peer/v1/jobs/{job_id}/start",
+                                  {"rendezvous": rendezvous}) for q in others),
+                return_exceptions=True)
+        await asyncio.to_thread(self.node.jobs.update, job_id, ORCH,
+                                detail={"rendezvous": redact_rendezvous(rendezvous)})
         for party, res in zip(others, results):
             if isinstance(res, BaseException):
                 msg = res.message if isinstance(res, ParleyError) else repr(res)

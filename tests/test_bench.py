@@ -98,6 +98,11 @@ def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
         assert row["ratios"]["wall_s"]["median"] > 0 and row["plaintext_s"] > 0
         assert row["parley"]["cpu"]["nodes_s"] >= 0 and row["native"]["cpu"]["parties_s"] > 0
     assert len(report["machine"]["load_before"]) == 3
+    # the nodes' loop probes were read for every Parley run (how long is for `parley bench`)
+    assert report["loop"]["longest_stall_ms"] >= 0 and "20 ms" in report["loop"]["probe"]
+    assert all("loop_stall_ms" in r["parley"] for r in report["workloads"][0]["runs"]), \
+        report["workloads"][0].keys()
+    assert "nodes' event loops: longest stall" in done.stdout
     assert "0.4.1" in report["arms"]["native"] and "node.compat" in report["arms"]["native"]
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.png"]
     width, height = _png_size(out / "bench.png")

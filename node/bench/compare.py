@@ -30,6 +30,9 @@ NATIVE_ARM = ("plain CrypTen 0.4.1: one `python node/bench/native.py` process pe
               "torch's tcp:// rendezvous at rank 0, one torch thread each, every party reading "
               "its own files; its only Parley import is node.compat (CrypTen 0.4.1 does not run "
               "on torch 2.13 without those fixes, so a user on this torch needs them too)")
+LOOP_PROBE = ("each node's event loop sets a 20 ms timer, again and again; a stall is how much "
+              "later than asked it fires (those over 20 ms are kept). The longest of any node "
+              "from each Parley run's submit until its nodes are idle again")
 PARLEY_ARM = ("real `parley node` processes on the loopback (TLS between them, approval "
               "automatic but measured, jailed party processes, the nodes' default warm "
               "workers); rank 0's node orchestrates")
@@ -193,10 +196,12 @@ class Session:
     def parley(self, w: Workload, arm: ParleyArm | None = None) -> tuple[Record, Any]:
         arm = arm or self.arm
         settled = arm.settle()
-        load, cpu = os.getloadavg()[0], _own_cpu()
+        load, cpu, began = os.getloadavg()[0], _own_cpu(), time.time()
         run = arm.run(w, self.job_timeout)
         record = parley_record(run)
         record["cpu"]["launcher_s"] = _own_cpu() - cpu
+        arm.settle()  # the job's end too: its records, the warm worker's refill
+        record["loop_stall_ms"] = arm.longest_stall_ms(began)
         return {"settle_s": settled, "load_1min": load, **record}, run.value
 
 
@@ -314,6 +319,10 @@ def summarize(chosen: list[Workload], measured: Measured, pairs: int, quick: boo
                     "torch": torch.__version__,
                     "crypten": getattr(crypten, "__version__", "0.4.1")},
         "warm_pool": measured.warm_pool,
+        "loop": {"longest_stall_ms": max((p.get("loop_stall_ms", 0.0) for runs in
+                                          measured.pairs.values() for _, p in runs),
+                                         default=0.0),
+                 "probe": LOOP_PROBE},
         "workloads": rows, "aa": aa, "scaling": scaling(rows),
         "checks": {"results_agree": all(r["results"]["agree"] for r in rows),
                    "fingerprints_equal": all(r["fingerprint"]["equal"] for r in rows),

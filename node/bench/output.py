@@ -40,6 +40,11 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", *_growth(report)]
     if report.get("tls"):
         lines += ["", *_tls(report)]
+    loop = report.get("loop")
+    if loop:
+        stall = loop["longest_stall_ms"]
+        lines += ["", ("nodes' event loops: longest stall during the Parley runs "
+                       + (f"{stall:.0f} ms" if stall else "under 20 ms (none recorded)"))]
     lines += ["", *check_lines(report)]
     if report.get("files"):
         lines.append("written: " + ", ".join(report["files"]))

@@ -169,6 +169,18 @@ class ParleyArm:
         pool = status.get("warm_workers")
         return pool if isinstance(pool, dict) else None
 
+    def longest_stall_ms(self, since: float) -> float:
+        """The longest stall of any node's event loop since ``since`` (time.time()), in ms, as
+        the nodes' loop probes recorded it (node/core.py LoopProbe: a timer every 20 ms, stalls
+        over 20 ms kept); 0 when none was over 20 ms."""
+        longest = 0.0
+        for node in self.nodes:
+            if node.client is None:
+                continue
+            stalls = node.client.status().get("loop", {}).get("stalls", [])
+            longest = max([longest, *(float(ms) for t, ms in stalls if float(t) >= since)])
+        return longest
+
     def publish(self, w: Workload, files: Callable[[Any], Path]) -> None:
         for item in w.inputs:
             tag = w.tag(item.name)
