@@ -276,10 +276,14 @@ async def admin_publish(request: web.Request) -> web.Response:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ProposalError("tags must be a list of strings")
     import_id = body.get("import_id")
+    privacy = body.get("privacy")
+    if privacy is not None and (not isinstance(privacy, dict)
+                                or set(privacy) - {"min_rows", "dp"}):
+        raise ProposalError("privacy must be {\"min_rows\": n, \"dp\": {...} or null}")
     asset = await request.app[NODE].publish(
         body["path"], name=body.get("name"), tags=tags,
         description=str(body.get("description", "")), label_column=body.get("label_column"),
-        import_id=str(import_id) if import_id else None)
+        import_id=str(import_id) if import_id else None, privacy=privacy)
     warnings = await asyncio.to_thread(request.app[NODE].tag_warnings, asset)
     return web.json_response({**asset.public(), "warnings": warnings}, status=201)
 
@@ -295,12 +299,15 @@ async def admin_update_asset(request: web.Request) -> web.Response:
     body = await body_json(request)
     if not isinstance(body, dict):
         raise ProposalError("expected {\"name\": ..., \"tags\": [...], \"description\": ...}")
-    changes = {k: body[k] for k in ("name", "tags", "description") if body.get(k) is not None}
+    changes = {k: body[k] for k in ("name", "tags", "description", "privacy")
+               if body.get(k) is not None}
     if "tags" in changes and (not isinstance(changes["tags"], list) or not all(
             isinstance(t, str) for t in changes["tags"])):
         raise ProposalError("tags must be a list of strings")
+    if "privacy" in changes and not isinstance(changes["privacy"], dict):
+        raise ProposalError("privacy must be {\"min_rows\": n, \"dp\": {...} or null}")
     asset = await asyncio.to_thread(request.app[NODE].update_asset, request.match_info["asset"],
-                                    **{k: v if k == "tags" else str(v)
+                                    **{k: v if k in ("tags", "privacy") else str(v)
                                        for k, v in changes.items()})
     return web.json_response(asset.public())
 

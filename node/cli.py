@@ -69,13 +69,64 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dp_arg(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--dp-epsilon E --dp-bounds LOW:HIGH[,LOW:HIGH...] as node/privacy.py's ``dp``; one pair
+    stands for every column (the node checks the count against the dataset's columns)."""
+    if args.dp_epsilon is None:
+        if args.dp_bounds:
+            raise ParleyError("--dp-bounds goes with --dp-epsilon (the budget)")
+        return None
+    if not args.dp_bounds:
+        raise ParleyError("--dp-epsilon needs --dp-bounds LOW:HIGH (per column, comma "
+                          "separated, or one pair for every column)")
+    try:
+        bounds = [[float(x) for x in pair.split(":")] for pair in args.dp_bounds.split(",")]
+    except ValueError:
+        raise ParleyError(f"--dp-bounds {args.dp_bounds!r}: write LOW:HIGH pairs, e.g. "
+                          "0:120,0:1") from None
+    return {"epsilon": args.dp_epsilon, "bounds": bounds}
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
+    dp = _dp_arg(args)
     asset = _client(args).publish(args.file, tags=args.tag, name=args.name,
-                                  description=args.description, label_column=args.label)
+                                  description=args.description, label_column=args.label,
+                                  min_rows=args.min_rows, dp=dp)
     _print(args, asset, lambda a: "\n".join(
         [f"published {a['kind']} {a['id']} '{a['name']}' tags {', '.join(a['tags']) or '(none)'}"]
         + [f"WARNING: {w}" for w in a.get("warnings", [])]))
     return 0
+
+
+def cmd_privacy(args: argparse.Namespace) -> int:
+    client = _client(args)
+    privacy: dict[str, Any] = {}
+    if args.min_rows is not None:
+        privacy["min_rows"] = args.min_rows
+    if args.no_dp:
+        privacy["dp"] = None
+    else:
+        dp = _dp_arg(args)
+        if dp is not None:
+            privacy["dp"] = dp
+    if privacy:
+        asset = client.update_asset(args.asset, privacy=privacy)
+    else:
+        asset = next((a for a in client.assets() if a["id"] == args.asset), None)
+        if asset is None:
+            raise ParleyError(f"no asset {args.asset} here; `parley assets` lists them")
+    _print(args, asset, _privacy_text)
+    return 0
+
+
+def _privacy_text(asset: dict[str, Any]) -> str:
+    settings = asset["schema"].get("privacy") or {}
+    dp = settings.get("dp")
+    return (f"{asset['name']} ({asset['id']}): a value revealed to anyone but this node must "
+            f"aggregate at least {settings.get('min_rows', '?')} of its rows\n"
+            + (f"differential privacy: budget epsilon {dp['epsilon']:g}, bounds "
+               + ", ".join(f"{lo:g}..{hi:g}" for lo, hi in dp["bounds"]) if dp else
+               "differential privacy: off"))
 
 
 def cmd_unpublish(args: argparse.Namespace) -> int:
@@ -467,6 +518,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
+def _privacy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-rows", type=int, help="a dataset's rows a value revealed to anyone "
+                   "else must aggregate at least (default 10; 1 turns the check off)")
+    p.add_argument("--dp-epsilon", type=float, help="turn on differential privacy with this "
+                   "total budget (epsilon) for the dataset")
+    p.add_argument("--dp-bounds", help="with --dp-epsilon: LOW:HIGH per column, comma "
+                   "separated, or one pair for every column; values are clipped to them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description="Compute together on private "
                                      "data with secure multi-party computation (CrypTen).")
@@ -513,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--description", default="")
     p.add_argument("--label", help="CSV: the label column, kept apart from the features")
+    _privacy_args(p)
+
+    p = add("privacy", cmd_privacy, "show or change what a dataset lets others see: its "
+            "minimum aggregation and its differential-privacy budget")
+    p.add_argument("asset", help="the dataset's id (`parley assets`)")
+    _privacy_args(p)
+    p.add_argument("--no-dp", action="store_true", help="turn differential privacy off")
 
     p = add("unpublish", cmd_unpublish, "remove an asset (by id) and delete its data here")
     p.add_argument("asset")

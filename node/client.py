@@ -89,11 +89,16 @@ class NodeClient:
         return self.call("GET", "/admin/v1/assets" + (f"?{query}" if query else ""))["assets"]
 
     def publish(self, path: str | os.PathLike[str], tags: Iterable[str] = (), name: str | None
-                = None, description: str = "", label_column: str | None = None
+                = None, description: str = "", label_column: str | None = None,
+                min_rows: int | None = None, dp: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
+        """Import a dataset or model. ``min_rows`` and ``dp``: a dataset's privacy settings
+        (node/privacy.py; the node's defaults when not given)."""
+        privacy = {k: v for k, v in (("min_rows", min_rows), ("dp", dp)) if v is not None}
         return self.call("POST", "/admin/v1/assets", {
             "path": str(Path(path).expanduser().resolve()), "tags": list(tags), "name": name,
-            "description": description, "label_column": label_column}, timeout=120)
+            "description": description, "label_column": label_column,
+            **({"privacy": privacy} if privacy else {})}, timeout=120)
 
     def jobs(self, role: str | None = None, states: Iterable[str] = ()) -> list[dict[str, Any]]:
         params = ([f"role={role}"] if role else []) + [f"state={s}" for s in states]
@@ -163,6 +168,11 @@ class NodeClient:
     def dry_run_job(self, job_id: str) -> dict[str, Any]:
         """A received proposal run here alone on mock data, under its own limits."""
         return self.call("POST", f"/admin/v1/jobs/{job_id}/dry-run", {}, timeout=86400)
+
+    def update_asset(self, asset_id: str, **changes: Any) -> dict[str, Any]:
+        """Change an asset's name, tags, description or (a dataset's) privacy settings."""
+        return self.call("PATCH", f"/admin/v1/assets/{urllib.request.quote(asset_id)}",
+                         changes)
 
     def remove_asset(self, asset_id: str) -> dict[str, Any]:
         return self.call("DELETE", f"/admin/v1/assets/{urllib.request.quote(asset_id)}")

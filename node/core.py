@@ -31,6 +31,7 @@ from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.files import write_atomic
 from node.jail import ALL_LAYERS, lockdown, static
 from node.jobs import JobBook, JobRecord
+from node.privacy import RevealLedger, split_key
 from node.runner import (
     MIN_FREE_MEMORY,
     PartyLauncher,
@@ -131,6 +132,7 @@ class Node:
         self.audit = self.trust.audit
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir, self.events)
+        self.reveals = RevealLedger(data_dir)
         self.launcher = launcher or PartyLauncher(data_dir / "party-logs", warm=warm_workers)
         self.max_parties = max(1, max_parties or default_max_parties())
         # the parties' store and gloo links inside pinned TLS between nodes (node/links.py);
@@ -176,6 +178,7 @@ class Node:
         await self.trust.close()
         self.store.close()
         self.jobs.close()
+        self.reveals.close()
         self.events.close()
 
     def identity(self) -> dict[str, Any]:
@@ -192,19 +195,25 @@ class Node:
     # -- assets -------------------------------------------------------------------------
     async def publish(self, path: str, *, name: str | None = None, tags: list[str] = (),
                       description: str = "", label_column: str | None = None,
-                      import_id: str | None = None) -> Asset:
+                      import_id: str | None = None, privacy: dict[str, Any] | None = None
+                      ) -> Asset:
         """Import a file; with ``import_id`` a CSV import reports progress as events and can
-        be cancelled (``cancel_import``), leaving nothing behind."""
+        be cancelled (``cancel_import``), leaving nothing behind. ``privacy``: a dataset's
+        ``min_rows`` and ``dp`` (node/privacy.py; the defaults when not given)."""
+        privacy = dict(privacy or {})
         suffix = Path(path).suffix.lower()
         progress = self._import_progress(import_id) if import_id else None
         if suffix == ".csv":
             call = lambda: self.store.import_csv(path, name=name, tags=tags,  # noqa: E731
                                                  description=description,
-                                                 label_column=label_column, progress=progress)
+                                                 label_column=label_column, progress=progress,
+                                                 **privacy)
         elif suffix == ".npy":
             call = lambda: self.store.import_npy(path, name=name, tags=tags,  # noqa: E731
-                                                 description=description)
+                                                 description=description, **privacy)
         elif suffix == ".onnx":
+            if privacy:
+                raise ProposalError("min_rows and dp are settings of a dataset, not of a model")
             call = lambda: self.store.import_onnx(path, name=name, tags=tags,  # noqa: E731
                                                   description=description)
         else:
@@ -720,6 +729,9 @@ class Node:
                 if "asset_id" not in entry:
                     continue
                 asset = self.store.get(entry.pop("asset_id"))
+                if asset.kind == "dataset":  # what reveals of it to others covered before
+                    entry["rows"] = int(asset.schema["shape"][0])
+                    entry["history"] = await asyncio.to_thread(self.reveals.history, asset.id)
                 parts = ["model"] if asset.kind == "model" else (
                     ["features", "labels"] if asset.schema.get("label") else ["features"])
                 for part in parts:
@@ -739,8 +751,14 @@ class Node:
                 self.jobs.update(job_id, PARTY, detail={"confinement": data.get("confinement")})
             if name == "reveal":
                 dst = data.get("dst")
+                covered = data.pop("rows", None) or {}
+                if not isinstance(covered, dict):
+                    covered = {}
                 self.audit.append("reveal", job=job_id, to="every party" if dst is None
-                                  else f"rank {dst}", elements=int(data.get("elements", 0)))
+                                  else f"rank {dst}", elements=int(data.get("elements", 0)),
+                                  rows=", ".join(f"{split_key(k)[0]}: {int(v.get('count', 0))}"
+                                                 for k, v in sorted(covered.items())))
+                self._record_reveal(job_id, covered)
             if name == "progress":  # rounds and bytes so far, about once a second
                 self.jobs.update(job_id, PARTY, detail={"progress": {
                     "phase": "computing", "rounds": int(data.get("rounds", 0)),
@@ -764,6 +782,18 @@ class Node:
             # the audit log says "started" before it says how the party ended
             await asyncio.wait([started])
         await asyncio.to_thread(self._record_outcome, job_id, outcome)
+
+    def _record_reveal(self, job_id: str, covered: dict[str, Any]) -> None:
+        """Keep the rows of this node's datasets that a reveal to others covered."""
+        for key, entry in covered.items():
+            tag = split_key(key)[0]
+            try:
+                asset = self.store.by_tag(tag)
+                self.reveals.record(asset.id, job_id, int(entry.get("line", 0)),
+                                    str(entry["rows"]), int(entry.get("count", 0)))
+            except (ParleyError, KeyError, ValueError, TypeError):
+                logger.warning("job %s: could not record the rows a reveal of %s covered",
+                               job_id, tag)
 
     def _record_outcome(self, job_id: str, outcome: Any) -> None:
         if outcome.state == JobState.SUCCEEDED and outcome.released:

@@ -100,7 +100,7 @@ import torch
 from node import wire
 from node.compat import crypten, end_rendezvous, use_links
 from node.errors import first_line
-from node.jail import ALL_LAYERS, job_api, runtime
+from node.jail import ALL_LAYERS, job_api, lineage, runtime
 from node.rendezvous import redact_rendezvous
 from node.runner import interface_of
 
@@ -222,11 +222,14 @@ def run(spec: dict[str, Any]) -> int:
     reveal = runtime.RevealGuard(to=reveal_map.get("to", []),
                                  everyone=bool(reveal_map.get("everyone", False)),
                                  budget=int(reveal_map.get("budget", 1_000_000)),
-                                 on_reveal=lambda dst, n: emit("reveal", dst=dst, elements=n),
-                                 alone=world == 1)
+                                 on_reveal=lambda dst, n, rows: emit(
+                                     "reveal", dst=dst, elements=n, rows=_own(rows, rank)),
+                                 alone=world == 1, **api.privacy())
     reveal.install()
+    tracker = lineage.Tracker(crypten, reveal.knowledge)
+    tracker.install()
     runtime.hide_shares()
-    facade = runtime.crypten_facade(api.load, api.load_model)
+    facade = runtime.crypten_facade(api.load, api.load_model, tracker)
     print_fn = runtime.BoundedPrint(on_line=lambda line: emit("output", line=line[:1000]))
     running = threading.Event()
     _report_progress(comm, running)
@@ -261,6 +264,12 @@ def run(spec: dict[str, Any]) -> int:
                "comm_s": float(stats["time"])},
     )
     return 0
+
+
+def _own(rows: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The rows of this party's own datasets that a reveal to others covered: its node keeps
+    them, to refuse a later reveal that differs from this one in too few rows."""
+    return {key: value for key, value in rows.items() if lineage.split_key(key)[1] == rank}
 
 
 def main() -> None:

@@ -37,6 +37,8 @@ from typing import Any
 
 from node import architecture, plans
 from node.errors import ProposalError, StoreError
+from node.privacy import DEFAULT_MIN_ROWS, MAX_MIN_ROWS
+from node.privacy import settings_of as privacy_settings
 from node.store import TAG_RULE, is_tag
 from node.wire import digest
 
@@ -47,7 +49,8 @@ DEFAULT_BUDGET = 1_000_000
 _ID = re.compile(r"^j-[0-9a-f]{8,32}$")
 _ENTRY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_SOURCE = 100_000
-_EXPECT = {"dataset": {"shape", "labels", "label_shape"}, "model": {"architecture"}}
+_EXPECT = {"dataset": {"shape", "labels", "label_shape", "min_rows", "dp"},
+           "model": {"architecture"}}
 
 
 def new_job_id() -> str:
@@ -130,6 +133,11 @@ def validate(p: Any) -> dict[str, Any]:
                 d is None or (_int(d) and 0 <= d < 2**40) for d in shape)),
                   f"{where}.expect.{key}", "must be a list of at most 8 integers or nulls")
         _need(isinstance(expect.get("labels", False), bool), where + ".expect.labels",
+              "must be true or false")
+        _need(expect.get("min_rows") is None or (_int(expect["min_rows"]) and
+                                                 1 <= expect["min_rows"] <= MAX_MIN_ROWS),
+              where + ".expect.min_rows", f"must be a whole number from 1 to {MAX_MIN_ROWS}")
+        _need(isinstance(expect.get("dp", False), bool), where + ".expect.dp",
               "must be true or false")
         if "architecture" in expect:
             try:
@@ -230,6 +238,13 @@ def expectation_problem(b: dict[str, Any], schema: dict[str, Any]) -> str:
             return ("is not the model the job was proposed with: its architecture differs (it "
                     "was published again, or replaced, since); send the job again")
         return ""
+    privacy = privacy_settings(schema)
+    if min_rows_of(b) != privacy["min_rows"]:
+        return (f"lets a value revealed to others aggregate no fewer than {privacy['min_rows']} "
+                f"of its rows, but the job was proposed for {min_rows_of(b)}: send it again")
+    if "dp" in expect and bool(expect["dp"]) != (privacy["dp"] is not None):
+        return (f"has differential privacy {'on' if privacy['dp'] else 'off'}, but the job was "
+                f"proposed with it {'on' if expect['dp'] else 'off'}: send it again")
     shape = schema["shape"]
     want = expect.get("shape")
     if want is not None and not _fits(want, shape):
@@ -265,11 +280,20 @@ def party_entry(b: dict[str, Any]) -> dict[str, Any]:
     if b["kind"] == "model":
         if "architecture" in expect:
             entry["architecture"] = expect["architecture"]
-    elif _concrete(expect.get("shape")):
-        entry["shapes"] = {"features": expect["shape"]}
-        if _concrete(expect.get("label_shape")):
-            entry["shapes"]["labels"] = expect["label_shape"]
+    else:
+        entry["min_rows"] = min_rows_of(b)
+        if _concrete(expect.get("shape")):
+            entry["shapes"] = {"features": expect["shape"]}
+            if _concrete(expect.get("label_shape")):
+                entry["shapes"]["labels"] = expect["label_shape"]
     return entry
+
+
+def min_rows_of(b: dict[str, Any]) -> int:
+    """The minimum aggregation every party enforces for a dataset binding: what the proposal
+    states (the owner's node refuses a proposal that states another than its own), the
+    default when it states none."""
+    return int(b.get("expect", {}).get("min_rows") or DEFAULT_MIN_ROWS)
 
 
 def expectations(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +302,9 @@ def expectations(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
     if kind == "model":
         return {"architecture": schema["architecture"]}
     label = schema.get("label")
-    out: dict[str, Any] = {"shape": list(schema["shape"]), "labels": bool(label)}
+    privacy = privacy_settings(schema)
+    out: dict[str, Any] = {"shape": list(schema["shape"]), "labels": bool(label),
+                           "min_rows": privacy["min_rows"], "dp": privacy["dp"] is not None}
     if label:
         out["label_shape"] = list(label.get("shape") or [schema["shape"][0]])
     return out

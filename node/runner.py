@@ -223,7 +223,12 @@ class PartyProcess:
             for key, value in event.items():
                 if key.endswith("_s") and isinstance(value, (int, float)):
                     timings[key] = float(value)
-            await on_event(name, event)
+            try:
+                await on_event(name, event)
+            except Exception:  # noqa: BLE001 - recording failed (a full disk): the party
+                # goes on, and its outcome is still recorded (or says why not)
+                logger.exception("party %s: its %r event could not be recorded", self.pid,
+                                 name)
 
     def _exit_reason(self) -> str:
         code = self.proc.returncode

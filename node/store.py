@@ -47,6 +47,8 @@ from node.errors import ModelError, StoreError, UnknownAsset, first_line
 from node.files import write_atomic
 from node.models import check_model
 from node.parsing import load_npy
+from node.privacy import DEFAULT_MIN_ROWS, check_dp, check_min_rows
+from node.privacy import settings_of as privacy_settings
 
 __all__ = ["KINDS", "TAG_RULE", "Asset", "Store", "is_tag", "normalise_tags"]
 
@@ -238,6 +240,8 @@ class Store:
         description: str = "",
         label_column: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        min_rows: int = DEFAULT_MIN_ROWS,
+        dp: dict[str, Any] | None = None,
     ) -> Asset:
         """A dataset from a CSV file with a header row and numbers in every other cell.
 
@@ -250,7 +254,7 @@ class Store:
         path = Path(path)
         table = read_csv(path, label_column, progress)
         prepared = _dataset(path.stem, name, tags, description, table.columns, table.shape,
-                            table.features, table.labels, label_column)
+                            table.features, table.labels, label_column, min_rows, dp)
         del table  # the bytes live on in ``prepared`` only
         return self._commit(prepared)
 
@@ -261,6 +265,8 @@ class Store:
         name: str | None = None,
         tags: Iterable[str] = (),
         description: str = "",
+        min_rows: int = DEFAULT_MIN_ROWS,
+        dp: dict[str, Any] | None = None,
     ) -> Asset:
         """A dataset from a numeric 1-D or 2-D .npy array (1-D becomes one column)."""
         path = Path(path)
@@ -268,7 +274,7 @@ class Store:
         columns = [f"c{i}" for i in range(features.shape[1])]
         return self._commit(
             _dataset(path.stem, name, tags, description, columns, features.shape,
-                     npy_bytes(features), None, None)
+                     npy_bytes(features), None, None, min_rows, dp)
         )
 
     def import_onnx(
@@ -443,15 +449,29 @@ class Store:
         return found[0]
 
     def update(self, asset_id: str, *, name: str | None = None,
-               tags: Iterable[str] | None = None, description: str | None = None) -> Asset:
-        """Change what the catalog says of an asset (its content never changes)."""
+               tags: Iterable[str] | None = None, description: str | None = None,
+               privacy: dict[str, Any] | None = None) -> Asset:
+        """Change what the catalog says of an asset (its content never changes).
+        ``privacy``: a dataset's ``min_rows`` and/or ``dp`` (node/privacy.py); a ``dp`` of
+        None turns differential privacy off."""
         asset = self.get(asset_id)
         new_tags = normalise_tags(tags) if tags is not None else asset.tags
+        schema = asset.schema
+        if privacy is not None:
+            if asset.kind != "dataset":
+                raise StoreError(f"{asset.name} is a model: privacy settings are a dataset's")
+            unknown = set(privacy) - {"min_rows", "dp"}
+            if unknown:
+                raise StoreError(f"privacy takes min_rows and dp, not {sorted(unknown)[0]!r}")
+            now = privacy_settings(schema)
+            schema = {**schema, "privacy": _privacy(
+                privacy.get("min_rows", now["min_rows"]),
+                privacy["dp"] if "dp" in privacy else now["dp"], schema["shape"][1])}
         with self._write() as db:
-            db.execute("UPDATE assets SET name = ?, description = ? WHERE id = ?",
+            db.execute("UPDATE assets SET name = ?, description = ?, schema = ? WHERE id = ?",
                        (_clean_name(name, asset.name) if name is not None else asset.name,
                         _clean_description(description) if description is not None
-                        else asset.description, asset_id))
+                        else asset.description, json.dumps(schema), asset_id))
             db.execute("DELETE FROM tags WHERE asset_id = ?", (asset_id,))
             db.executemany("INSERT INTO tags (asset_id, tag) VALUES (?, ?)",
                            [(asset_id, t) for t in new_tags])
@@ -666,6 +686,8 @@ def _dataset(
     features: bytes | bytearray,
     labels: bytes | bytearray | None,
     label_column: str | None,
+    min_rows: int = DEFAULT_MIN_ROWS,
+    dp: dict[str, Any] | None = None,
 ) -> _Prepared:
     """A dataset ready to store, from the .npy bytes of its parts."""
     n, d = shape
@@ -675,6 +697,7 @@ def _dataset(
         "dtype": "float32",
         "columns": columns,
         "label": None if labels is None else {"name": label_column, "shape": [n]},
+        "privacy": _privacy(min_rows, dp, d),
     }
     return _Prepared(
         kind="dataset",
@@ -688,6 +711,10 @@ def _dataset(
 
 
 # -- small helpers -------------------------------------------------------------------------
+
+
+def _privacy(min_rows: Any, dp: Any, columns: int) -> dict[str, Any]:
+    return {"min_rows": check_min_rows(min_rows), "dp": check_dp(dp, columns)}
 
 
 def _clean_name(name: str | None, default: str) -> str:

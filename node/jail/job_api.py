@@ -28,7 +28,9 @@ import torch
 from node import architecture
 from node.compat import crypten
 from node.errors import JobApiError
+from node.jail import lineage
 from node.parsing import load_npy
+from node.privacy import DEFAULT_MIN_ROWS
 
 
 class JobCrypten:
@@ -118,8 +120,29 @@ class JobCrypten:
         elif stated is None:
             self._broadcast_shape(plain, owner)
         enc = crypten.cryptensor(plain, src=owner)
+        # row i of the dataset at position i along axis 0 (features and labels alike)
+        lineage.put(enc, {lineage.key_of(tag, owner): lineage.fresh(
+            int(plain.shape[0]) if plain.dim() else 1, base_all=standardize)})
         self.load_s += time.perf_counter() - t0
         return enc
+
+    def privacy(self) -> dict[str, Any]:
+        """What RevealGuard needs of the bound datasets: each one's minimum aggregation (as the
+        proposal states it, the same at every party), and for this party's own datasets the
+        rows earlier jobs revealed (node/jail/lineage.py)."""
+        min_rows: dict[str, int] = {}
+        history: dict[str, list[dict[str, Any]]] = {}
+        sizes: dict[str, int] = {}
+        for tag, holders in self._assets.items():
+            for rank, entry in holders.items():
+                if entry.get("kind") != "dataset":
+                    continue
+                key = lineage.key_of(tag, int(rank))
+                min_rows[key] = int(entry.get("min_rows", DEFAULT_MIN_ROWS))
+                if entry.get("history"):
+                    history[key] = entry["history"]
+                    sizes[key] = int(entry.get("rows", 0))
+        return {"min_rows": min_rows, "history": history, "sizes": sizes}
 
     def load_model(self, tag: str) -> Any:
         """The owner's model on every party: the same graph, encrypted weights."""

@@ -34,7 +34,9 @@ import torch
 
 from node.compat import crypten
 from node.errors import JailViolation
+from node.jail import lineage
 from node.parsing import parse_python
+from node.privacy import DEFAULT_MIN_ROWS
 
 JOB_FILENAME = "<job>"
 GUARD_NAME = "__parley_guard__"
@@ -151,7 +153,10 @@ def torch_facade() -> Facade:
     return Facade("torch", members)
 
 
-def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any]) -> Facade:
+def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any],
+                   tracker: lineage.Tracker | None = None) -> Facade:
+    """``tracker``: the party's row lineage; a value the job encrypts from a rank's plaintext
+    carries the rows revealed to that rank."""
     nn = Facade("crypten.nn", _pick(crypten.nn, "Linear ReLU Sigmoid Sequential Conv2d "
                                                 "MaxPool2d AvgPool2d Flatten Dropout BatchNorm1d "
                                                 "BatchNorm2d Softmax LogSoftmax BCELoss "
@@ -159,6 +164,14 @@ def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any]) -> 
                                                 "L1Loss"))
     optim = Facade("crypten.optim", _pick(crypten.optim, "SGD"))
     members = _pick(crypten, "cryptensor cat stack where")
+    if tracker is not None:
+        def cryptensor(*args: Any, **kwargs: Any) -> Any:
+            value = crypten.cryptensor(*args, **kwargs)
+            lineage.put(value, tracker.from_plain(kwargs.get("src", args[1] if len(args) > 1
+                                                                else 0)))
+            return value
+
+        members["cryptensor"] = cryptensor
     members.update(load=load, load_model=load_model, nn=nn, optim=optim)
     return Facade("crypten", members)
 
@@ -310,12 +323,19 @@ def compile_unguarded(source: str, entry: str, crypten_api: Facade) -> Callable[
 
 # -- reveal control --------------------------------------------------------------------------
 class RevealGuard:
-    """Enforces the reveal map on every decryption, identically at every party."""
+    """Enforces the reveal map on every decryption, identically at every party, and each
+    dataset's minimum aggregation (node/jail/lineage.py)."""
 
     def __init__(self, to: list[int], everyone: bool, budget: int, on_reveal: Callable[..., None],
-                 alone: bool = False) -> None:
+                 alone: bool = False, min_rows: dict[str, int] | None = None,
+                 history: dict[str, list[dict[str, Any]]] | None = None,
+                 sizes: dict[str, int] | None = None) -> None:
         """``alone``: a one-party dry run; reveals are checked against the real map, then
-        decrypted here (the one party plays every rank)."""
+        decrypted here (the one party plays every rank). ``min_rows``: per dataset key
+        (``tag@rank``), the fewest of its rows a value revealed to anyone but its owner must
+        aggregate. ``history``: per key of this party's own datasets, the rows earlier jobs
+        revealed (``{"rows": packed, "job": id, "line": n}``), with ``sizes`` their row counts.
+        ``on_reveal(dst, elements, rows)``: ``rows`` per key, packed, for this node's record."""
         self.alone = alone
         self.to = set(to)
         self.everyone = everyone
@@ -323,8 +343,49 @@ class RevealGuard:
         self.used = 0
         self.seconds = 0.0  # spent decrypting (the reveal phase of the job's timings)
         self.on_reveal = on_reveal
+        self.min_rows = dict(min_rows or {})
+        self.knowledge = lineage.Knowledge()
+        self.earlier: dict[str, list[tuple[Any, str]]] = {}  # key -> (rows mask, where)
+        for key, entries in (history or {}).items():
+            n = (sizes or {}).get(key, 0)
+            self.earlier[key] = [(lineage.unpack(e["rows"], n),
+                                  f"job {e.get('job', '?')}, line {e.get('line', '?')}")
+                                 for e in entries]
 
-    def check(self, dst: Any, elements: int) -> None:
+    def check_rows(self, dst: Any, rows_of: lineage.Lineage, line: int) -> dict[str, Any]:
+        """Refuse a reveal that singles out rows; the masks of the rows it covers, per key."""
+        covered: dict[str, Any] = {}
+        for key, rows in sorted(rows_of.items()):
+            tag, owner = lineage.split_key(key)
+            if dst is not None and dst == owner:
+                continue  # the dataset's own owner may see its own rows
+            need = self.min_rows.get(key, DEFAULT_MIN_ROWS)
+            if need <= 1:
+                continue
+            to = "every party" if dst is None else f"rank {dst}"
+            if rows.k < need:
+                raise JailViolation(
+                    f"line {line}: this reveal to {to} aggregates {rows.k} row"
+                    f"{'' if rows.k == 1 else 's'} of '{tag}' (rank {owner}'s dataset), whose "
+                    f"owner lets a value revealed to others aggregate no fewer than {need}; "
+                    f"reveal a sum or mean over at least {need} rows")
+            mask = rows.covered()
+            for earlier, where in self.earlier.get(key, []):
+                if earlier.shape != mask.shape:
+                    continue
+                differ = int((earlier ^ mask).sum())
+                if 0 < differ < need:
+                    raise JailViolation(
+                        f"line {line}: this reveal to {to} covers rows of '{tag}' (rank "
+                        f"{owner}'s dataset) that differ from those of an earlier reveal "
+                        f"({where}) in {differ} row{'' if differ == 1 else 's'}; the two "
+                        f"together would single them out (the owner's minimum is {need})")
+            covered[key] = mask
+        return covered
+
+    def check(self, dst: Any, elements: int, rows_of: lineage.Lineage | None = None) -> None:
+        line = job_line()
+        covered = self.check_rows(dst, rows_of or {}, line)
         if dst is None:
             if not self.everyone:
                 raise JailViolation("get_plain_text() without dst reveals to every party; the "
@@ -337,7 +398,12 @@ class RevealGuard:
             raise JailViolation(f"reveal budget exceeded: {self.used + elements} elements, the "
                                 f"proposal allows {self.budget}")
         self.used += elements
-        self.on_reveal(dst, elements)
+        for key, mask in covered.items():
+            self.earlier.setdefault(key, []).append((mask, f"line {line}"))
+        self.knowledge.learn(dst, rows_of or {})
+        self.on_reveal(dst, elements, {key: {"rows": lineage.pack(mask), "line": line,
+                                             "count": int(mask.sum())}
+                                       for key, mask in covered.items()})
 
     def install(self) -> None:
         reveal = self
@@ -346,7 +412,7 @@ class RevealGuard:
             original = cls.get_plain_text
 
             def get_plain_text(self: Any, dst: Any = None, _orig: Any = original) -> Any:
-                reveal.check(dst, int(self.nelement()))
+                reveal.check(dst, int(self.nelement()), lineage.of(self))
                 t0 = time.perf_counter()
                 try:
                     return _orig(self, dst=None if reveal.alone else dst)
@@ -357,6 +423,16 @@ class RevealGuard:
         for cls, name in ((crypten.mpc.MPCTensor, "reveal"), (crypten.mpc.MPCTensor, "decrypt"),
                           (crypten.nn.Module, "decrypt")):
             setattr(cls, name, _refuse(name))
+
+
+def job_line() -> int:
+    """The line of the job's source running now (0 outside a job)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == JOB_FILENAME:
+            return frame.f_lineno
+        frame = frame.f_back  # type: ignore[assignment]
+    return 0
 
 
 def _refuse(name: str) -> Callable[..., Any]:
