@@ -390,8 +390,9 @@ class ReviewDialog(QDialog):
         if m["reveals"]:
             out.append("<ul>")
             for r in m["reveals"]:
+                rows = f"<br><i>{_esc(r['rows'])}</i>" if r.get("rows") else ""
                 out.append(f"<li>line {_esc(r.get('line'))}: to <b>{_esc(r.get('to'))}</b>"
-                           f"<br><code>{_esc(r.get('expr', ''))}</code></li>")
+                           f"<br><code>{_esc(r.get('expr', ''))}</code>{rows}</li>")
             out.append("</ul>")
         else:
             out.append("<p>Nothing is decrypted.</p>")

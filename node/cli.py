@@ -64,7 +64,8 @@ def cmd_node(args: argparse.Namespace) -> int:
                         admin_port=args.admin_port, auto_approve=args.auto_approve,
                         accept_reduced_isolation=args.accept_reduced_isolation,
                         mdns=not args.no_mdns, mdns_interfaces=args.mdns_interface or None,
-                        warm_workers=args.warm_workers, max_parties=args.max_jobs)
+                        warm_workers=args.warm_workers, max_parties=args.max_jobs,
+                        min_rows=args.min_rows)
     asyncio.run(serve_forever(server))
     return 0
 
@@ -564,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int, default=None, metavar="N",
                    help="jobs this node computes in at once; more wait, queued (default: one "
                         "per core, at least 2)")
+    p.add_argument("--min-rows", type=int, help="for datasets published here without their "
+                   "own: the fewest rows a value revealed to others must aggregate (default 10)")
 
     add("status", cmd_status, "this node: address, jail, peers, inbox, jobs, warm workers")
 

@@ -31,7 +31,7 @@ from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.files import write_atomic
 from node.jail import ALL_LAYERS, lockdown, static
 from node.jobs import JobBook, JobRecord
-from node.privacy import RevealLedger, split_key
+from node.privacy import DEFAULT_MIN_ROWS, RevealLedger, check_min_rows, split_key
 from node.runner import (
     MIN_FREE_MEMORY,
     PartyLauncher,
@@ -119,7 +119,7 @@ class Node:
                  auto_approve: bool = False, launcher: Any = None,
                  accept_reduced_isolation: bool = False,
                  warm_workers: int = DEFAULT_WARM_WORKERS, max_parties: int | None = None,
-                 tls_links: bool | None = None) -> None:
+                 tls_links: bool | None = None, min_rows: int | None = None) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
@@ -133,6 +133,9 @@ class Node:
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir, self.events)
         self.reveals = RevealLedger(data_dir)
+        # what a dataset published here without its own minimum gets (node/privacy.py)
+        self.default_min_rows = check_min_rows(min_rows if min_rows is not None
+                                               else DEFAULT_MIN_ROWS)
         self.launcher = launcher or PartyLauncher(data_dir / "party-logs", warm=warm_workers)
         self.max_parties = max(1, max_parties or default_max_parties())
         # the parties' store and gloo links inside pinned TLS between nodes (node/links.py);
@@ -201,6 +204,8 @@ class Node:
         be cancelled (``cancel_import``), leaving nothing behind. ``privacy``: a dataset's
         ``min_rows`` and ``dp`` (node/privacy.py; the defaults when not given)."""
         privacy = dict(privacy or {})
+        if Path(path).suffix.lower() != ".onnx":
+            privacy.setdefault("min_rows", self.default_min_rows)
         suffix = Path(path).suffix.lower()
         progress = self._import_progress(import_id) if import_id else None
         if suffix == ".csv":

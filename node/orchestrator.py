@@ -581,7 +581,7 @@ def _expectation_problems(p: dict[str, Any], schemas: dict[tuple[str, int], dict
                             f"{architecture.MAX_BYTES // 1024} KB); publish a model that keeps "
                             f"its weights as initializers")
             continue
-        problem = proposals.expectation_problem(b, schema)
+        problem = proposals.expectation_problem(b, schema, stated_only=True)
         if problem:
             problems.append(f"{at} {problem}")
     return problems

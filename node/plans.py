@@ -217,3 +217,20 @@ def render(plan: dict[str, Any]) -> tuple[str, str]:
 {body}
     return result
 ''', "run_statistics")
+
+
+def reveal_rows(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each reveal of the rendered plan aggregates, in source order: per reveal, the
+    data it is computed from (``{"tag", "rank"}``) and whether it is one value per row
+    (``per_row``) or an aggregate over every row of them. The review turns this into "mean
+    over 399 rows of ..." before anything runs (node/review.py)."""
+    kind = plan["kind"]
+    if kind == "inference":
+        return [{"refs": [plan["data"]], "per_row": True}]
+    if kind == "train":
+        refs = [*plan["features"], plan["labels"]]
+        names = (["accuracy", "weights", "bias"] if plan["model"] == "logistic"
+                 else ["accuracy", "loss"])
+        return [{"refs": refs, "per_row": False, "what": n} for n in names]
+    order = [s for s in ("sum", "mean", "variance", "histogram") if s in plan["stats"]]
+    return [{"refs": plan["data"], "per_row": False, "what": s} for s in order]

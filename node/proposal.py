@@ -222,9 +222,13 @@ def check_against_store(p: dict[str, Any], rank: int, store: Any
     return assets
 
 
-def expectation_problem(b: dict[str, Any], schema: dict[str, Any]) -> str:
+def expectation_problem(b: dict[str, Any], schema: dict[str, Any], stated_only: bool = False
+                        ) -> str:
     """How the asset of catalog ``schema`` differs from what binding ``b`` expects, as the end
-    of a sentence about the asset ('' when it does not): the one check of every ``expect``."""
+    of a sentence about the asset ('' when it does not): the one check of every ``expect``.
+    ``stated_only``: what the binding states only (an orchestrator checking a job before it
+    states the rest); otherwise an unstated minimum of rows means the default, which every
+    party enforces, so the owner refuses it when its dataset asks for another."""
     expect = b.get("expect", {})
     if b["kind"] == "model":
         want = expect.get("architecture")
@@ -239,7 +243,7 @@ def expectation_problem(b: dict[str, Any], schema: dict[str, Any]) -> str:
                     "was published again, or replaced, since); send the job again")
         return ""
     privacy = privacy_settings(schema)
-    if min_rows_of(b) != privacy["min_rows"]:
+    if (not stated_only or "min_rows" in expect) and min_rows_of(b) != privacy["min_rows"]:
         return (f"lets a value revealed to others aggregate no fewer than {privacy['min_rows']} "
                 f"of its rows, but the job was proposed for {min_rows_of(b)}: send it again")
     if "dp" in expect and bool(expect["dp"]) != (privacy["dp"] is not None):

@@ -9,7 +9,9 @@ this job the owner approved; and warnings. The static check (layer 2 of the jail
 first: a source it refuses is never shown for approval.
 
 Some leaks are beyond any sandbox: revealing a single row, or two aggregates whose difference
-is one person's value. The review makes reveals visible so a person can judge them.
+is one person's value. The review makes reveals visible, with how many rows of each dataset
+each one aggregates (counted before the run for a plan; for source, the party counts them at
+run time and refuses what falls below a dataset's minimum: node/jail/lineage.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from node import architecture
+from node import architecture, plans
 from node import proposal as proposals
 from node.jail import static
 
@@ -75,6 +77,7 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
         reads.append(item)
     reveals = [{"line": r.line, "dst": r.dst, "to": _recipient(names, r.dst),
                 "expr": r.expr_text} for r in info.reveals]
+    refused = _rows_of_reveals(p, reveals, names)
     orchestrator = names["orchestrator"]
     released = [_recipient(names, r) for r in p["reveal"]["result_to"]]
     loops = [{"line": lp.line, "kind": lp.kind, "bound": lp.bound, "nesting": lp.nesting}
@@ -84,6 +87,7 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
                 f"'{c['claimed']}', but that key is known here as {c['known_as']}"
                 for c in claims]
     warnings += stated_warnings
+    warnings += refused
     warnings += list(info.warnings)
     if p["reveal"]["everyone"]:
         warnings.append("the reveal map lets get_plain_text() decrypt to every party")
@@ -123,6 +127,53 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
     }
 
 
+def _rows_of_reveals(p: dict[str, Any], reveals: list[dict[str, Any]],
+                     names: dict[str, Any]) -> list[str]:
+    """Put on each reveal what it aggregates (``rows``: words for the reviewer): for a plan,
+    counted from the stated shapes before anything runs; for source, the rule the party
+    enforces at run time (node/jail/lineage.py). The warnings for reveals a plan makes that
+    the run would refuse."""
+    datasets = {(b["tag"], b["rank"]): b for b in p["bindings"] if b["kind"] == "dataset"}
+    if not datasets:
+        return []
+    code = p["code"]
+    declared = plans.reveal_rows(code["plan"]) if code["kind"] == "plan" else None
+    if declared is None or len(declared) != len(reveals):
+        need = sorted({proposals.min_rows_of(b) for b in datasets.values()})
+        rule = (f"each reveal to anyone but a dataset's owner must aggregate at least "
+                f"{need[0]} of its rows" if len(need) == 1 else
+                "each reveal to anyone but a dataset's owner must aggregate at least its "
+                "minimum of rows (" + ", ".join(
+                    f"{tag}: {proposals.min_rows_of(b)}" for (tag, _), b in datasets.items())
+                + ")")
+        for r in reveals:
+            r["rows"] = f"rows counted at run time: {rule}"
+        return []
+    warnings = []
+    for r, d in zip(reveals, declared):
+        words, short = [], []
+        for ref in d["refs"]:
+            b = datasets.get((ref["tag"], ref["rank"]))
+            if b is None:
+                continue
+            shape = b.get("expect", {}).get("shape")
+            n = shape[0] if shape and shape[0] is not None else None
+            holder = names["parties"].get(str(ref["rank"]), f"rank {ref['rank']}")
+            count = 1 if d["per_row"] else n
+            words.append(f"{'each of ' + str(n) + ' rows' if d['per_row'] else str(n or 'all')} "
+                         f"{'' if d['per_row'] else 'rows '}of '{ref['tag']}' ({holder})")
+            need = proposals.min_rows_of(b)
+            to_owner = r["dst"] == ref["rank"]
+            if count is not None and count < need and not to_owner:
+                what = "one row" if d["per_row"] else f"{count} rows"
+                short.append(f"line {r['line']} reveals {what} of '{ref['tag']}' to {r['to']}, "
+                             f"below its owner's minimum of {need}: the run will refuse it")
+        kind = "one value per row:" if d["per_row"] else f"{d.get('what', 'aggregate')} over"
+        r["rows"] = f"{kind} {'; '.join(words)}" if words else ""
+        warnings += short
+    return warnings
+
+
 def _stated(b: dict[str, Any]) -> dict[str, Any]:
     """What the proposal states of a bound asset, which every party learns: a dataset's shape
     and labels' shape; a model's architecture as short lines (layers and parameter shapes)."""
@@ -134,7 +185,8 @@ def _stated(b: dict[str, Any]) -> dict[str, Any]:
         described = architecture.describe(arch)
         return {"architecture": architecture.lines(described),
                 "constants": described["constants"]}
-    return {"shape": expect.get("shape"), "label_shape": expect.get("label_shape")}
+    return {"shape": expect.get("shape"), "label_shape": expect.get("label_shape"),
+            "min_rows": proposals.min_rows_of(b), "dp": bool(expect.get("dp"))}
 
 
 def stated_text(item: dict[str, Any]) -> str:
@@ -151,6 +203,11 @@ def stated_text(item: dict[str, Any]) -> str:
     if item.get("label_shape") is not None:
         words += ", labels " + " × ".join("any" if d is None else str(d)
                                           for d in item["label_shape"])
+    if item.get("min_rows") is not None:
+        words += (f"; reveals to others aggregate at least {item['min_rows']} rows"
+                  if item["min_rows"] > 1 else "; no minimum of rows per reveal")
+    if item.get("dp"):
+        words += "; differential privacy on"
     return words
 
 
@@ -180,6 +237,8 @@ def render_text(job: dict[str, Any]) -> str:
     lines.append("reveals:")
     for rv in r["reveals"] or [{"line": "-", "to": "nothing is decrypted", "expr": ""}]:
         lines.append(f"  line {rv['line']}: to {rv['to']}  {rv['expr']}")
+        if rv.get("rows"):
+            lines.append(f"      {rv['rows']}")
     lines.append("results released to the orchestrator by ranks: "
                  + ", ".join(str(x) for x in job["proposal"]["reveal"]["result_to"]))
     lines.append(f"reveal budget: {r['reveal_budget']:,} elements; {r['cost']}")

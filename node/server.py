@@ -201,8 +201,9 @@ class NodeServer:
                  admin_port: int = 0, auto_approve: bool = False,
                  accept_reduced_isolation: bool = False, mdns: bool = True,
                  mdns_interfaces: list[str] | None = None, warm_workers: int | None = None,
-                 max_parties: int | None = None) -> None:
+                 max_parties: int | None = None, min_rows: int | None = None) -> None:
         self.warm_workers = warm_workers
+        self.min_rows = min_rows
         self.max_parties = max_parties
         self.mdns = mdns
         self.mdns_interfaces = mdns_interfaces
@@ -247,7 +248,7 @@ class NodeServer:
                          accept_reduced_isolation=self.accept_reduced_isolation,
                          warm_workers=(DEFAULT_WARM_WORKERS if self.warm_workers is None
                                        else self.warm_workers),
-                         max_parties=self.max_parties)
+                         max_parties=self.max_parties, min_rows=self.min_rows)
         self.node.start()
         self.orchestrator = Orchestrator(self.node)
         port = await self._site(peer_app(self.node), self.host, self.peer_port,

@@ -52,13 +52,17 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
     started: list[LocalNode] = []
 
     def make(name: str, auto_approve: bool = True, data_dir: Path | None = None,
-             pair: bool = True, warm_workers: int | None = 1, args: tuple[str, ...] = ()
-             ) -> LocalNode:
+             pair: bool = True, warm_workers: int | None = 1, args: tuple[str, ...] = (),
+             min_rows: int | None = 1) -> LocalNode:
         """A node, paired with every node this test started before (unless pair=False).
         One warm worker unless told: a test's nodes mostly run one job each (None: the
-        product's default). ``args``: more ``parley node`` options."""
+        product's default). ``args``: more ``parley node`` options. Datasets published here
+        let a reveal aggregate any number of rows (``--min-rows 1``): tests of other things
+        use a few rows; tests/test_reveal_rows.py starts its nodes with the default."""
+        more = args if "--min-rows" in args or min_rows is None else ("--min-rows",
+                                                                       str(min_rows), *args)
         node = LocalNode(name, data_dir or tmp_path / name, auto_approve=auto_approve,
-                         warm_workers=warm_workers, extra_args=("--no-mdns", *args))
+                         warm_workers=warm_workers, extra_args=("--no-mdns", *more))
         node.start()
         others = list(started)
         started.append(node)  # stopped at teardown even if pairing fails below

@@ -365,7 +365,7 @@ class RevealGuard:
             to = "every party" if dst is None else f"rank {dst}"
             if rows.k < need:
                 raise JailViolation(
-                    f"line {line}: this reveal to {to} aggregates {rows.k} row"
+                    f"this reveal to {to} aggregates {rows.k} row"
                     f"{'' if rows.k == 1 else 's'} of '{tag}' (rank {owner}'s dataset), whose "
                     f"owner lets a value revealed to others aggregate no fewer than {need}; "
                     f"reveal a sum or mean over at least {need} rows")
@@ -376,7 +376,7 @@ class RevealGuard:
                 differ = int((earlier ^ mask).sum())
                 if 0 < differ < need:
                     raise JailViolation(
-                        f"line {line}: this reveal to {to} covers rows of '{tag}' (rank "
+                        f"this reveal to {to} covers rows of '{tag}' (rank "
                         f"{owner}'s dataset) that differ from those of an earlier reveal "
                         f"({where}) in {differ} row{'' if differ == 1 else 's'}; the two "
                         f"together would single them out (the owner's minimum is {need})")
