@@ -396,6 +396,9 @@ class ReviewDialog(QDialog):
             out.append("</ul>")
         else:
             out.append("<p>Nothing is decrypted.</p>")
+        if m.get("budgets"):
+            out.append("<h3>Privacy budget</h3><ul>" + "".join(
+                f"<li>{_esc(b)}</li>" for b in m["budgets"]) + "</ul>")
         out.append(f"<h3>Goes back to {_esc(m['orchestrator'])}</h3>")
         if m["released_to"]:
             out.append("<p>The return value of " + ", ".join(_esc(x) for x in m["released_to"])

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import __version__, review
+from node import __version__, plans, review
 from node import proposal as proposals
 from node.errors import (
+    BudgetSpent,
     Forbidden,
     ImportCancelled,
     JobStateError,
@@ -32,6 +33,7 @@ from node.files import write_atomic
 from node.jail import ALL_LAYERS, lockdown, static
 from node.jobs import JobBook, JobRecord
 from node.privacy import DEFAULT_MIN_ROWS, RevealLedger, check_min_rows, split_key
+from node.privacy import settings_of as privacy_settings
 from node.runner import (
     MIN_FREE_MEMORY,
     PartyLauncher,
@@ -383,12 +385,13 @@ class Node:
                                 "or Landlock), so it accepts plans only; its owner can start it "
                                 "with --accept-reduced-isolation to allow source jobs")
         await asyncio.to_thread(proposals.check_against_store, p, rank, self.store)
+        budgets = await asyncio.to_thread(self._budgets, p, rank)
         names, claims = await asyncio.to_thread(self._names_of, p, sender)
         last = await asyncio.to_thread(self.jobs.last_approved_source,
                                        p["orchestrator"]["node_id"],
                                        p.get("title", ""), p["job_id"])
         material = await asyncio.to_thread(review.build, p, rank, self.store, last, names,
-                                           claims)
+                                           claims, [text for *_, text in budgets])
         # storage (fsynced commits, the audit log) runs off the event loop
         return await asyncio.to_thread(self._record_proposal, p, rank, body, sender, kind,
                                        material, names, claims)
@@ -459,7 +462,50 @@ class Node:
         return bool(self.confinement.get("seccomp") is True or
                     isinstance(self.confinement.get("landlock"), int))
 
+    def _budgets(self, p: dict[str, Any], rank: int
+                 ) -> list[tuple[Asset, float, float, str]]:
+        """This node's datasets with differential privacy that ``p`` binds: (asset, the epsilon
+        it spends, the dataset's whole budget, words for the review). A job may bind one only
+        as a statistics plan with ``dp``, with enough budget left, or to reveal to this node
+        alone (ProposalError, BudgetSpent)."""
+        out = []
+        for b in p["bindings"]:
+            if b["rank"] != rank or b["kind"] != "dataset":
+                continue
+            asset = self.store.by_tag(b["tag"])
+            dp = privacy_settings(asset.schema)["dp"]
+            if dp is None:
+                continue
+            code = p["code"]
+            eps = plans.epsilon_of(code["plan"]) if code["kind"] == "plan" else None
+            if eps is None:
+                reveal = p["reveal"]
+                if reveal["everyone"] or set(reveal["to"]) - {rank} or \
+                        set(reveal["result_to"]) - {rank}:
+                    raise ProposalError(
+                        f"'{b['tag']}' here has differential privacy on: it takes part only "
+                        f"in statistics plans with dp (noise and a privacy budget), or in "
+                        f"jobs that reveal to this node alone")
+                continue
+            total = float(dp["epsilon"])
+            left = total - self.reveals.spent(asset.id)
+            if eps > left + 1e-9:
+                raise BudgetSpent(f"'{b['tag']}' here: its privacy budget has epsilon "
+                                  f"{max(left, 0):g} of {total:g} left, and this job would "
+                                  f"spend {eps:g}; its owner can give it more (`parley "
+                                  f"privacy`) or the job can ask for less")
+            out.append((asset, eps, total,
+                        f"differential privacy on '{b['tag']}': this job adds noise and "
+                        f"spends epsilon {eps:g} of its budget; {left:g} of {total:g} left "
+                        f"before it"))
+        return out
+
     def _approved(self, job_id: str, reason: str) -> JobRecord:
+        record = self.jobs.get(job_id, PARTY)
+        for asset, eps, total, _ in self._budgets(record.proposal, record.rank or 0):
+            left = self.reveals.spend(asset.id, job_id, eps, total)
+            self.audit.append("privacy", job=job_id, asset=asset.id, event="budget spent",
+                              epsilon=f"{eps:g}", left=f"{left:g}", total=f"{total:g}")
         job = self.jobs.transition(job_id, PARTY, "approved", reason,
                                    expect=["awaiting_approval"])
         self.jobs.update(job_id, PARTY, detail={"approved": True, "approved_by": reason})
@@ -736,6 +782,7 @@ class Node:
                 asset = self.store.get(entry.pop("asset_id"))
                 if asset.kind == "dataset":  # what reveals of it to others covered before
                     entry["rows"] = int(asset.schema["shape"][0])
+                    entry["dp"] = privacy_settings(asset.schema)["dp"]  # bounds: this node's
                     entry["history"] = await asyncio.to_thread(self.reveals.history, asset.id)
                 parts = ["model"] if asset.kind == "model" else (
                     ["features", "labels"] if asset.schema.get("label") else ["features"])
@@ -856,7 +903,15 @@ class Node:
                 # a test build without the static layer: every asset is in reach
                 tags = {a.tags[0]: a.kind for a in self.store.list() if a.tags}
         here = {t: k for t, k in tags.items() if await asyncio.to_thread(self._holds, t)}
-        p = {"bindings": [{"tag": t, "rank": 0, "kind": k} for t, k in here.items()],
+
+        def binding(tag: str, kind: str) -> dict[str, Any]:  # stating the dataset's own minimum
+            if kind != "dataset":
+                return {"tag": tag, "rank": 0, "kind": kind}
+            schema = self.store.by_tag(tag).schema
+            return {"tag": tag, "rank": 0, "kind": kind,
+                    "expect": {"min_rows": privacy_settings(schema)["min_rows"]}}
+
+        p = {"bindings": [await asyncio.to_thread(binding, t, k) for t, k in here.items()],
              "parties": [{"rank": 0}]}
         try:
             assets, blob_index, blobs = await self._assets_for(p, 0)
@@ -866,7 +921,7 @@ class Node:
         for seed, (tag, kind) in enumerate(sorted(set(tags.items()) - set(here.items()))):
             schema = (schemas or {}).get(tag)
             parts = await asyncio.to_thread(_mock_parts, kind, schema, seed)
-            assets[tag] = {"0": {"rank": 0, "kind": kind}}
+            assets[tag] = {"0": {"rank": 0, "kind": kind, **_mock_minimum(kind, schema)}}
             for part, data in parts.items():
                 blobs.append(data)
                 blob_index.append({"tag": tag, "rank": 0, "part": part, "size": len(data)})
@@ -936,7 +991,8 @@ class Node:
                 parts = {"model": await asyncio.to_thread(mock_model, schema, seed)}
             else:
                 parts = mock_dataset(schema, seed)
-            assets[b["tag"]] = {"0": {"rank": 0, "kind": b["kind"]}}
+            assets[b["tag"]] = {"0": {"rank": 0, "kind": b["kind"],
+                                      "min_rows": proposals.min_rows_of(b)}}
             for part, data in parts.items():
                 blobs.append(data)
                 blob_index.append({"tag": b["tag"], "rank": 0, "part": part, "size": len(data)})
@@ -968,6 +1024,13 @@ class Node:
             "name": self.name, "id": self.node_id, "admin_url": admin_url,
             "peer_url": self.peer_url, "token": token, "pid": os.getpid()}).encode())
         return path
+
+
+def _mock_minimum(kind: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A mock dataset's minimum of rows per reveal: its real owner's, where its catalog says."""
+    if kind != "dataset" or not schema:
+        return {}
+    return {"min_rows": privacy_settings(schema)["min_rows"]}
 
 
 def _mock_parts(kind: str, schema: dict[str, Any] | None, seed: int) -> dict[str, bytes]:

@@ -8,6 +8,7 @@
     |   +-- ModelError          a model CrypTen cannot run (the unsupported op in the message)
     |   +-- UnknownAsset        no asset with that id or tag
     +-- ProposalError           a malformed or unsatisfiable job proposal
+    |   +-- BudgetSpent         a dataset's differential-privacy budget would be overspent
     +-- JobStateError           an action that the job's current state does not allow
     +-- UnknownJob              no job with that id on this node
     +-- JobFailed               a job ended failed or cancelled (the reason in the message)
@@ -84,6 +85,11 @@ class UnknownAsset(StoreError):
 class ProposalError(ParleyError):
     problem_type = "https://parley.example/problems/bad-proposal"
     http_status = 422
+
+
+class BudgetSpent(ProposalError):
+    problem_type = "https://parley.example/problems/budget-spent"
+    http_status = 409
 
 
 class JobStateError(ParleyError):

@@ -229,7 +229,7 @@ def run(spec: dict[str, Any]) -> int:
     tracker = lineage.Tracker(crypten, reveal.knowledge)
     tracker.install()
     runtime.hide_shares()
-    facade = runtime.crypten_facade(api.load, api.load_model, tracker)
+    facade = runtime.crypten_facade(api.load, api.load_model, tracker, api.laplace_noise)
     print_fn = runtime.BoundedPrint(on_line=lambda line: emit("output", line=line[:1000]))
     running = threading.Event()
     _report_progress(comm, running)

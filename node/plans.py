@@ -15,7 +15,12 @@ Schemas (``rank`` is a party rank; ``tag`` an asset tag)::
      "learning_rate": 1.0, "output_to": r}
     {"kind": "statistics", "data": [{"tag", "rank"}, …], "stats": ["count", "sum", "mean",
      "variance", "histogram"], "histogram": {"column": 0, "edges": [0, 10, 20]},
-     "output_to": r}
+     "dp": {"epsilon": 0.5}, "output_to": r}
+
+``dp`` (statistics only): differential privacy. Each owner clips its rows to its dataset's
+declared bounds and adds Laplace noise under encryption, scaled to them, before each reveal;
+the job spends ``epsilon`` of the budget of every dataset with differential privacy on
+(node/privacy.py), split evenly over the noisy statistics (the row count is public and exact).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.errors import ProposalError
+from node.privacy import MAX_EPSILON
 from node.store import TAG_RULE, is_tag
 
 KINDS = ("inference", "train", "statistics")
@@ -86,7 +92,13 @@ def validate(plan: Any, parties: int) -> dict[str, Any]:
         _need(isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 100,
               "learning_rate", "must be a number in (0, 100]")
     else:
-        _known(plan, {"kind", "data", "stats", "histogram", "output_to"}, "")
+        _known(plan, {"kind", "data", "stats", "histogram", "dp", "output_to"}, "")
+        if "dp" in plan:
+            dp = plan["dp"]
+            _need(isinstance(dp, dict) and set(dp) == {"epsilon"} and isinstance(
+                dp["epsilon"], (int, float)) and not isinstance(dp["epsilon"], bool)
+                and 0 < dp["epsilon"] <= MAX_EPSILON, "dp",
+                  f"must be {{\"epsilon\": e}} with 0 < e <= {MAX_EPSILON:g}")
         data = plan.get("data")
         _need(isinstance(data, list) and 1 <= len(data) <= 16, "data",
               "must list 1 to 16 {tag, rank}")
@@ -186,20 +198,38 @@ def render(plan: dict[str, Any]) -> tuple[str, str]:
     x = crypten.cat([{xs}], dim=1)
     n, d = x.size()
 {body}''', "run_training")
-    loads = "\n".join(f"    x{i} = crypten.load({r['tag']!r}, {r['rank']})"
+    eps = epsilon_of(plan)
+    clip = ", clip=True" if eps is not None else ""
+    loads = "\n".join(f"    x{i} = crypten.load({r['tag']!r}, {r['rank']}{clip})"
                       for i, r in enumerate(plan["data"]))
     xs = ", ".join(f"x{i}" for i in range(len(plan["data"])))
     stats = plan["stats"]
-    lines = ["    x = crypten.cat([" + xs + "], dim=0)", '    result = {"count": x.size(0)}']
+    noisy = [s for s in ("sum", "mean", "variance", "histogram") if s in stats]
+    share = eps / len(noisy) if eps is not None and noisy else None
+
+    def plus_noise(stat: str, size: str) -> str:
+        """Each owner's Laplace noise for its own rows, encrypted at its source."""
+        if share is None:
+            return ""
+        return "".join(f" + crypten.laplace_noise({r['tag']!r}, {r['rank']}, {stat!r}, n, "
+                       f"{share!r}, {size})" for r in plan["data"])
+
+    lines = ["    x = crypten.cat([" + xs + "], dim=0)", "    n, d = x.size()",
+             '    result = {"count": n}']
+    if share is not None:
+        lines.append(f'    result["dp"] = {{"epsilon": {eps!r}, "per_statistic": {share!r}, '
+                     f'"noise": "Laplace, from each owner, scaled to its declared bounds"}}')
     if "sum" in stats:
-        lines.append(f'    result["sum"] = x.sum(0).get_plain_text(dst={out})')
+        lines.append(f'    result["sum"] = (x.sum(0){plus_noise("sum", "d")})'
+                     f'.get_plain_text(dst={out})')
     if "mean" in stats or "variance" in stats:
         lines.append("    mean = x.mean(0)")
     if "mean" in stats:
-        lines.append(f'    result["mean"] = mean.get_plain_text(dst={out})')
-    if "variance" in stats:
-        lines.append(f'    result["variance"] = ((x - mean) * (x - mean)).mean(0)'
+        lines.append(f'    result["mean"] = (mean{plus_noise("mean", "d")})'
                      f'.get_plain_text(dst={out})')
+    if "variance" in stats:
+        lines.append(f'    result["variance"] = (((x - mean) * (x - mean)).mean(0)'
+                     f'{plus_noise("variance", "d")}).get_plain_text(dst={out})')
     if "histogram" in stats:
         hist = plan["histogram"]
         edges = [float(e) for e in hist["edges"]]
@@ -207,16 +237,27 @@ def render(plan: dict[str, Any]) -> tuple[str, str]:
                   f"    edges = {edges!r}",
                   "    at_least = [(column >= edge).sum() for edge in edges]",
                   "    counts = [at_least[i] - at_least[i + 1] for i in range(len(edges) - 1)]",
-                  f'    result["histogram"] = crypten.stack(counts).get_plain_text(dst={out})',
+                  f'    result["histogram"] = (crypten.stack(counts)'
+                  f'{plus_noise("histogram", str(len(edges) - 1))}).get_plain_text(dst={out})',
                   '    result["edges"] = edges']
     body = "\n".join(lines)
+    dp = (f" With differential privacy: each owner clips its rows to its declared bounds\n"
+          f"    and adds Laplace noise before each reveal; epsilon {eps:g} in all, "
+          f"{share:g} per statistic." if share is not None else "")
     return (f'''def run_statistics(crypten):
     """Plan: statistics over rows split across parties. Revealed to rank {out}: only the
-    aggregates below (the row count is public)."""
+    aggregates below (the row count is public).{dp}"""
 {loads}
 {body}
     return result
 ''', "run_statistics")
+
+
+def epsilon_of(plan: dict[str, Any]) -> float | None:
+    """The privacy budget a statistics plan spends on each dataset with differential privacy
+    on (None: the plan adds no noise)."""
+    dp = plan.get("dp") if plan.get("kind") == "statistics" else None
+    return float(dp["epsilon"]) if dp else None
 
 
 def reveal_rows(plan: dict[str, Any]) -> list[dict[str, Any]]:

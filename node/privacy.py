@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from node import db
-from node.errors import StoreError
+from node.errors import BudgetSpent, StoreError
 
 __all__ = ["DEFAULT_MIN_ROWS", "MAX_EPSILON", "MAX_MIN_ROWS", "RevealLedger", "check_dp",
            "check_min_rows", "key_of", "settings_of", "split_key"]
@@ -96,6 +96,9 @@ class RevealLedger:
         asset_id TEXT NOT NULL, job_id TEXT NOT NULL, line INTEGER NOT NULL,
         rows TEXT NOT NULL, count INTEGER NOT NULL, at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS reveals_asset ON reveals (asset_id, id);
+    CREATE TABLE IF NOT EXISTS budget (
+        asset_id TEXT NOT NULL, job_id TEXT NOT NULL, epsilon REAL NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (asset_id, job_id));
     """
     KEEP = 1000  # per dataset: the latest reveals a new one is compared with
 
@@ -116,6 +119,38 @@ class RevealLedger:
                 "SELECT rows, job_id, line FROM reveals WHERE asset_id = ? ORDER BY id DESC "
                 "LIMIT ?", (asset_id, self.KEEP)).fetchall()
         return [{"rows": r, "job": j, "line": n} for r, j, n in found]
+
+    def spent(self, asset_id: str) -> float:
+        """The differential-privacy budget (epsilon) approved jobs spent on ``asset_id``."""
+        with self._lock:
+            row = self._db.execute("SELECT sum(epsilon) FROM budget WHERE asset_id = ?",
+                                   (asset_id,)).fetchone()
+        return float(row[0] or 0.0)
+
+    def spend(self, asset_id: str, job_id: str, epsilon: float, total: float) -> float:
+        """Spend ``epsilon`` of ``asset_id``'s ``total`` for ``job_id`` (once per job); what is
+        left. BudgetSpent, and nothing spent, when too little is left."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                done = self._db.execute("SELECT 1 FROM budget WHERE asset_id = ? AND job_id = ?",
+                                        (asset_id, job_id)).fetchone()
+                spent = float(self._db.execute(
+                    "SELECT sum(epsilon) FROM budget WHERE asset_id = ?",
+                    (asset_id,)).fetchone()[0] or 0.0)
+                if not done:
+                    if spent + epsilon > total + 1e-9:
+                        raise BudgetSpent(
+                            f"its privacy budget has epsilon {max(total - spent, 0):g} of "
+                            f"{total:g} left, and this job would spend {epsilon:g}")
+                    self._db.execute("INSERT INTO budget VALUES (?, ?, ?, ?)",
+                                     (asset_id, job_id, float(epsilon), time.time()))
+                    spent += epsilon
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return max(total - spent, 0.0)
 
     def close(self) -> None:
         with self._lock:

@@ -51,7 +51,8 @@ def _total_iterations(loops: list[Any]) -> int | None:
 
 
 def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
-          names: dict[str, Any], claims: list[dict[str, Any]] = ()) -> dict[str, Any]:
+          names: dict[str, Any], claims: list[dict[str, Any]] = (),
+          budgets: list[str] = ()) -> dict[str, Any]:
     """Review material for the party of ``rank``; raises JailRejected for refused source.
 
     ``names`` is what this node calls the orchestrator and each rank (from its own peer
@@ -124,6 +125,7 @@ def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
         "diff_from_last_approved": diff,
         "first_version": last_approved is None,
         "warnings": warnings,
+        "budgets": list(budgets),  # differential privacy: what the job spends of each budget
     }
 
 
@@ -242,6 +244,8 @@ def render_text(job: dict[str, Any]) -> str:
     lines.append("results released to the orchestrator by ranks: "
                  + ", ".join(str(x) for x in job["proposal"]["reveal"]["result_to"]))
     lines.append(f"reveal budget: {r['reveal_budget']:,} elements; {r['cost']}")
+    for b in r.get("budgets", []):
+        lines.append(f"PRIVACY: {b}")
     for w in r["warnings"]:
         lines.append(f"WARNING: {w}")
     if r["diff_from_last_approved"]:

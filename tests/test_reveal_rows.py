@@ -189,3 +189,44 @@ def run(crypten):
     done = alice.client.wait(job["id"], timeout=JOB_TIMEOUT)
     assert done["proposal"]["bindings"][0]["expect"]["min_rows"] == 25
     _refused(done, "aggregates 1 row", "no fewer than 25")
+
+
+# -- differential privacy ------------------------------------------------------------------
+def _dp_plan(alice, bob, epsilon: float) -> dict:
+    plan = {"kind": "statistics", "data": [{"tag": "people", "rank": 1}],
+            "stats": ["count", "mean"], "output_to": 0, "dp": {"epsilon": epsilon}}
+    job = alice.client.submit({"title": "wages", "plan": plan,
+                               "parties": [alice.party.spec(), bob.party.spec()]})
+    return alice.client.wait(job["id"], timeout=JOB_TIMEOUT)
+
+
+def test_a_dataset_with_differential_privacy_gets_noise_and_spends_its_budget(people):
+    alice, bob, values, _, asset = people
+    bob.client.update_asset(asset["id"], privacy={"dp": {"epsilon": 1.0, "bounds": [[0, 100]]}})
+    # a job that would see its values exactly is refused at once
+    exact = alice.client.submit(spec([alice, bob], '''
+def run(crypten):
+    return crypten.load("people", 1).mean(0).get_plain_text(dst=0)
+''', [("people", 1, "dataset")]))
+    done = alice.client.wait(exact["id"], timeout=JOB_TIMEOUT)
+    _refused(done, "differential privacy on", "statistics plans with dp")
+
+    first, second = _dp_plan(alice, bob, 0.4), _dp_plan(alice, bob, 0.4)
+    for done in (first, second):
+        assert done["state"] == "succeeded", done["reason"]
+        got = results(done)[0]
+        assert got["count"] == ROWS
+        assert got["dp"]["epsilon"] == 0.4 and "Laplace" in got["dp"]["noise"]
+        # Laplace noise of scale 4 x 100 / (40 x 0.4) = 25 per column: never exact
+        assert got["mean"] != pytest.approx(values.mean(0).tolist(), abs=1e-3)
+    # fresh noise each time: the same question twice gets two answers
+    assert list(results(first)[0]["mean"]) != list(results(second)[0]["mean"])
+    review = bob.client.job(first["id"], role="party")["detail"]["review"]
+    assert review["budgets"] == ["differential privacy on 'people': this job adds noise and "
+                                 "spends epsilon 0.4 of its budget; 1 of 1 left before it"]
+    assert "laplace_noise('people', 1, 'mean', n, 0.4, d)" in review["source"]
+    spent = [e["fields"] for e in bob.client.audit(kind="privacy")["entries"]]
+    assert [(e["epsilon"], e["left"]) for e in spent] == [("0.4", "0.6"), ("0.4", "0.2")]
+    # 0.2 left: a third is refused, and says why
+    third = _dp_plan(alice, bob, 0.4)
+    _refused(third, "'people' here", "epsilon 0.2 of 1 left", "would spend 0.4")

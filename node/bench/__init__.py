@@ -80,10 +80,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run every Parley job on a second set of nodes whose party "
                              "links are plain TCP (PARLEY_TLS_LINKS=0), interleaved: the time "
                              "and the bytes that TLS between the parties costs")
+    parser.add_argument("--dp-accuracy", action="store_true",
+                        help="instead: the statistics plan with differential privacy at "
+                             "epsilon 0.1, 1 and 10, error against the exact answer "
+                             "(node/bench/dp_accuracy.py)")
 
 
 def main(args: argparse.Namespace) -> int:
     from node.bench.output import table
+
+    if args.dp_accuracy:
+        from node.bench import dp_accuracy
+
+        found = dp_accuracy.run()
+        print(json.dumps(found, indent=2) if args.json else dp_accuracy.table(found))
+        return 0
 
     try:
         report = run(workloads=args.workloads, pairs=args.pairs, parties=args.parties,

@@ -46,6 +46,7 @@ class JobCrypten:
         self._world = world_size
         self._assets = assets
         self.load_s = 0.0
+        self._rng = np.random.default_rng()  # seeded from the OS now, before the lockdown
 
     def _binding(self, tag: str, kind: str, src: int | None) -> tuple[int, dict[str, Any]]:
         holders = self._assets.get(tag)
@@ -87,12 +88,15 @@ class JobCrypten:
         return [int(d) for d in comm.broadcast(buf, src).tolist()]
 
     def load(self, tag: str, src: int | None = None, part: str = "features",
-             standardize: bool = False) -> Any:
+             standardize: bool = False, clip: bool = False) -> Any:
         """Secret-share the dataset bound to ``tag`` at rank ``src``; only ``src`` reads it.
 
         ``standardize=True``: the owner scales each of its columns to mean 0, variance 1 with
         its own statistics before sharing. Purely local to the owner's data, it reveals nothing
-        more and keeps fixed-point arithmetic in a good range."""
+        more and keeps fixed-point arithmetic in a good range. ``clip=True``: the owner of a
+        dataset with differential privacy clips each column to its declared bounds first, so
+        that one row moves a statistic by no more than the noise is scaled to (a no-op
+        for a dataset without)."""
         t0 = time.perf_counter()
         owner, binding = self._binding(tag, "dataset", src)
         if part not in ("features", "labels"):
@@ -110,6 +114,10 @@ class JobCrypten:
             if stated is not None and list(array.shape) != list(stated[part]):
                 raise JobApiError(f"'{tag}' here has shape {list(array.shape)}, but the job "
                                   f"was approved for {stated[part]}")
+            bounds = (binding.get("dp") or {}).get("bounds")
+            if clip and bounds and part == "features" and array.ndim == 2:
+                low, high = np.array(bounds, dtype=np.float64).T
+                array = np.clip(array, low, high)
             if standardize:
                 std = array.std(axis=0)
                 array = (array - array.mean(axis=0)) / np.where(std > 0, std, 1.0)
@@ -120,11 +128,36 @@ class JobCrypten:
         elif stated is None:
             self._broadcast_shape(plain, owner)
         enc = crypten.cryptensor(plain, src=owner)
-        # row i of the dataset at position i along axis 0 (features and labels alike)
-        lineage.put(enc, {lineage.key_of(tag, owner): lineage.fresh(
+        # row i of the dataset at position i along axis 0 (features and labels alike); a dry
+        # run keeps the rank the job names (its one party plays them all)
+        nominal = int(src) if self._dry_run and src is not None else owner
+        lineage.put(enc, {lineage.key_of(tag, nominal): lineage.fresh(
             int(plain.shape[0]) if plain.dim() else 1, base_all=standardize)})
         self.load_s += time.perf_counter() - t0
         return enc
+
+    def laplace_noise(self, tag: str, src: int, stat: str, n: int, epsilon: float,
+                      size: int) -> Any:
+        """Laplace noise for one differentially private statistic over ``n`` rows, drawn by
+        the owner of dataset ``tag`` at ``src`` and encrypted at its source: no other party
+        knows it, so none sees the exact statistic. Scaled to the owner's declared bounds (the
+        L1 sensitivity of ``stat`` when one row changes) over ``epsilon``; zeros where the
+        dataset has no differential privacy. Every party makes the same calls."""
+        owner, binding = self._binding(tag, "dataset", src)
+        if stat not in ("sum", "mean", "variance", "histogram"):
+            raise JobApiError(f"laplace_noise: no statistic {stat!r}")
+        if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+            raise JobApiError("laplace_noise: epsilon must be a positive number")
+        plain = torch.zeros(int(size), dtype=torch.float32)
+        bounds = (binding.get("dp") or {}).get("bounds")
+        if self._rank == owner and bounds:
+            ranges = np.array([hi - lo for lo, hi in bounds], dtype=np.float64)
+            rows = max(int(n), 1)
+            sensitivity = {"sum": ranges.sum(), "mean": ranges.sum() / rows,
+                           "variance": (ranges ** 2).sum() / rows, "histogram": 2.0}[stat]
+            plain = torch.from_numpy(self._rng.laplace(0.0, sensitivity / float(epsilon),
+                                                       int(size)).astype(np.float32))
+        return crypten.cryptensor(plain, src=owner)
 
     def privacy(self) -> dict[str, Any]:
         """What RevealGuard needs of the bound datasets: each one's minimum aggregation (as the
@@ -139,6 +172,8 @@ class JobCrypten:
                     continue
                 key = lineage.key_of(tag, int(rank))
                 min_rows[key] = int(entry.get("min_rows", DEFAULT_MIN_ROWS))
+                if self._dry_run:  # whatever rank the job names it at
+                    min_rows[f"{tag}@*"] = min_rows[key]
                 if entry.get("history"):
                     history[key] = entry["history"]
                     sizes[key] = int(entry.get("rows", 0))

@@ -154,7 +154,8 @@ def torch_facade() -> Facade:
 
 
 def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any],
-                   tracker: lineage.Tracker | None = None) -> Facade:
+                   tracker: lineage.Tracker | None = None,
+                   laplace_noise: Callable[..., Any] | None = None) -> Facade:
     """``tracker``: the party's row lineage; a value the job encrypts from a rank's plaintext
     carries the rows revealed to that rank."""
     nn = Facade("crypten.nn", _pick(crypten.nn, "Linear ReLU Sigmoid Sequential Conv2d "
@@ -173,6 +174,8 @@ def crypten_facade(load: Callable[..., Any], load_model: Callable[..., Any],
 
         members["cryptensor"] = cryptensor
     members.update(load=load, load_model=load_model, nn=nn, optim=optim)
+    if laplace_noise is not None:
+        members["laplace_noise"] = laplace_noise
     return Facade("crypten", members)
 
 
@@ -359,7 +362,7 @@ class RevealGuard:
             tag, owner = lineage.split_key(key)
             if dst is not None and dst == owner:
                 continue  # the dataset's own owner may see its own rows
-            need = self.min_rows.get(key, DEFAULT_MIN_ROWS)
+            need = self.min_rows.get(key, self.min_rows.get(f"{tag}@*", DEFAULT_MIN_ROWS))
             if need <= 1:
                 continue
             to = "every party" if dst is None else f"rank {dst}"
