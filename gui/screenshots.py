@@ -79,6 +79,20 @@ def main(argv: list[str]) -> int:
                          {"tag": "bc-inference", "rank": 1, "kind": "dataset"}],
             "result_to": [1], "crypten": {"precision_bits": INFERENCE_PRECISION_BITS}})
         asked = dave.client.pair(alice.address)
+        # statistics with differential privacy over rows alice and bob hold: the review counts
+        # each reveal's rows and the budget it spends before anything runs
+        for node in (alice, bob):
+            node.client.publish(resource(f"rows_{node.name}.csv"), tags=["bc-rows"],
+                                label_column="diagnosis", min_rows=20,
+                                description="patients' rows, with a privacy budget",
+                                dp={"epsilon": 3.0, "bounds": [[0.0, 2500.0]]})
+        stats = carol.client.submit({
+            "title": "tumour statistics", "parties": [alice.party.spec(), bob.party.spec(),
+                                                      carol.party.spec()],
+            "plan": {"kind": "statistics", "data": [{"tag": "bc-rows", "rank": r}
+                                                     for r in (0, 1)],
+                     "stats": ["count", "mean", "variance"], "output_to": 2,
+                     "dp": {"epsilon": 0.5}}})
 
         settings = QSettings(str(base / "gui.ini"), QSettings.Format.IniFormat)
         conn = NodeConnection(alice.data_dir)
@@ -95,12 +109,14 @@ def main(argv: list[str]) -> int:
             settle(app, 2.5)
             save(window, out / f"window-{name}.png")
 
-        review = ReviewDialog(conn, job["id"], window)
-        review.resize(1000, 760)
-        review.show()
-        settle(app, 4)
-        save(review, out / "review-dialog.png")
-        review.close()
+        for job_id, name in ((job["id"], "review-dialog"), (stats["id"],
+                                                           "review-dialog-privacy")):
+            review = ReviewDialog(conn, job_id, window)
+            review.resize(1000, 760)
+            review.show()
+            settle(app, 4)
+            save(review, out / f"{name}.png")
+            review.close()
 
         pairing = next(p for p in alice.client.pairings() if p["id"] == asked["id"])
         dialog = PairingDialog(conn, pairing, window)
@@ -111,6 +127,7 @@ def main(argv: list[str]) -> int:
         window.close()
         settle(app, 0.5)
         carol.client.cancel(job["id"], "the screenshots are taken")
+        carol.client.cancel(stats["id"], "the screenshots are taken")
         _orchestrator_desk(app, out, base, alice, bob, carol)
         return 0
     finally:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,27 @@ def parties_writing_under(root: Path) -> list[int]:
         except OSError:
             continue  # it ended meanwhile
     return mine
+
+
+@contextmanager
+def one_party_crypten(folder: Path) -> Iterator[Any]:
+    """CrypTen initialised in this process as a one-party world (rendezvous file in
+    ``folder``); the environment that crypten.init() writes is restored afterwards so it
+    leaks into no other test."""
+    from node.compat import crypten
+
+    keys = ("DISTRIBUTED_BACKEND", "RENDEZVOUS", "WORLD_SIZE", "RANK")
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update(DISTRIBUTED_BACKEND="gloo", RENDEZVOUS=f"file://{folder / 'rendezvous'}",
+                      WORLD_SIZE="1", RANK="0")
+    crypten.init()
+    try:
+        yield crypten
+    finally:
+        crypten.uninit()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+

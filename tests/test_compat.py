@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from node import compat
 from node.compat import AuthenticatedStore, crypten, onnx_bytes_from_pytorch, strip_identity_nodes
 from node.rendezvous import RENDEZVOUS_MAGIC, FrameSealer, RendezvousServer, parse_rendezvous
+from tests.conftest import one_party_crypten
 
 SCALE = 2**16  # CrypTen's default fixed-point scale (precision_bits = 16)
 
@@ -47,27 +48,9 @@ def buggy_decode(tensor: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def crypten_single(tmp_path_factory: pytest.TempPathFactory):
-    """CrypTen initialised once for this module as a one-party world; the environment that
-    crypten.init() writes is restored afterwards so it leaks into no other test."""
-    keys = ("DISTRIBUTED_BACKEND", "RENDEZVOUS", "WORLD_SIZE", "RANK")
-    saved = {key: os.environ.get(key) for key in keys}
-    rendezvous = tmp_path_factory.mktemp("crypten") / "rendezvous"
-    os.environ.update(
-        DISTRIBUTED_BACKEND="gloo",
-        RENDEZVOUS=f"file://{rendezvous}",
-        WORLD_SIZE="1",
-        RANK="0",
-    )
-    crypten.init()
-    try:
-        yield crypten
-    finally:
-        crypten.uninit()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """CrypTen initialised once for this module as a one-party world."""
+    with one_party_crypten(tmp_path_factory.mktemp("crypten")) as ct:
+        yield ct
 
 
 def _op_types(model: onnx.ModelProto) -> list[str]:

@@ -8,7 +8,6 @@ themselves run against real nodes in tests/test_reveal_rows.py.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,37 +15,28 @@ import torch
 
 from node.compat import crypten
 from node.jail import lineage as L
+from tests.conftest import one_party_crypten
 
 N = 20
 
 
 @pytest.fixture(scope="module")
 def ct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    keys = ("DISTRIBUTED_BACKEND", "RENDEZVOUS", "WORLD_SIZE", "RANK")
-    saved = {key: os.environ.get(key) for key in keys}
-    os.environ.update(DISTRIBUTED_BACKEND="gloo", WORLD_SIZE="1", RANK="0",
-                      RENDEZVOUS=f"file://{tmp_path_factory.mktemp('lineage')}/rendezvous")
-    crypten.init()
-    cls = crypten.CrypTensor
-    saved_getattribute = cls.__getattribute__
-    dunders = {n: crypten.mpc.MPCTensor.__dict__.get(n) for n in (
-        "__getitem__", "__setitem__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
-        "__rtruediv__", "__pow__")}
-    tracker = L.Tracker(crypten, L.Knowledge())
-    tracker.install()
-    try:
-        yield tracker
-    finally:  # leave CrypTen as other tests expect it
-        cls.__getattribute__ = saved_getattribute
-        for name, func in dunders.items():
-            if func is not None:
-                setattr(crypten.mpc.MPCTensor, name, func)
-        crypten.uninit()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with one_party_crypten(tmp_path_factory.mktemp("lineage")):
+        cls = crypten.CrypTensor
+        saved = cls.__getattribute__
+        dunders = {n: crypten.mpc.MPCTensor.__dict__.get(n) for n in (
+            "__getitem__", "__setitem__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__",
+            "__ge__", "__rtruediv__", "__pow__")}
+        tracker = L.Tracker(crypten, L.Knowledge())
+        tracker.install()
+        try:
+            yield tracker
+        finally:  # leave CrypTen as other tests expect it
+            cls.__getattribute__ = saved
+            for name, func in dunders.items():
+                if func is not None:
+                    setattr(crypten.mpc.MPCTensor, name, func)
 
 
 def load(n: int, d: int, key: str) -> object:
