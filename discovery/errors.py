@@ -11,6 +11,8 @@ the node wraps these where it turns them into problem details.
 
 from __future__ import annotations
 
+__all__ = ["DiscoveryError", "NameConflict"]
+
 
 class DiscoveryError(Exception):
     """Root of every error the discovery package reports."""

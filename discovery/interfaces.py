@@ -30,6 +30,9 @@ import ifaddr  # python-zeroconf's own dependency; zeroconf points to it for ada
 from zeroconf import InterfaceChoice, IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
+__all__ = ["LOOPBACK_ONLY", "advertised_addresses", "follow_interface_changes",
+           "interface_addresses", "listening_addresses", "make_zeroconf"]
+
 if TYPE_CHECKING:  # runtime imports would be circular: both modules use this one
     from discovery.browser import Browser
     from discovery.publisher import Publisher

@@ -21,6 +21,8 @@ from discovery.errors import DiscoveryError, NameConflict
 from discovery.interfaces import advertised_addresses
 from discovery.record import SERVICE_TYPE, build_txt, check_node_id, clean_name
 
+__all__ = ["DEFAULT_HOST_TTL", "DEFAULT_OTHER_TTL", "Publisher", "instance_label"]
+
 logger = logging.getLogger(__name__)
 
 # RFC 6762 section 10 and python-zeroconf's defaults. host_ttl (SRV and A records) bounds how

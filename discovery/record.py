@@ -31,6 +31,10 @@ from typing import Any, Literal, NamedTuple
 
 from discovery.errors import DiscoveryError
 
+__all__ = ["MAX_ID_CHARS", "MAX_NAME_CHARS", "PROTOCOL_VERSION", "PeerFields", "PeerRecord",
+           "SERVICE_TYPE", "build_txt", "check_node_id", "clean_name", "order_addresses",
+           "parse_fields", "parse_peer", "parse_txt_rdata"]
+
 logger = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_parley._tcp.local."

@@ -45,6 +45,9 @@ from node.errors import AuditError
 from node.files import write_atomic
 from node.wire import canonical
 
+__all__ = ["AuditLog", "DB_FILE", "GENESIS_HASH", "HEAD_FILE", "KINDS", "MAX_FIELD_CHARS",
+           "MAX_REFUSAL_SOURCES", "VerifyReport", "entry_hash"]
+
 logger = logging.getLogger(__name__)
 
 DB_FILE = "audit.sqlite"

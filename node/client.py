@@ -30,6 +30,8 @@ from node.paths import data_dir as default_data_dir
 from node.paths import node_running
 from node.wire import decode
 
+__all__ = ["NodeClient", "Party", "TERMINAL_STATES", "job_source", "results", "run_multiworkers"]
+
 TERMINAL_STATES = ("succeeded", "failed", "rejected", "cancelled")
 
 

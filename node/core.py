@@ -46,6 +46,9 @@ from node.runner import (
 from node.store import Asset, Store
 from node.trust import Trust
 
+__all__ = ["DEFAULT_WARM_WORKERS", "LoopProbe", "MAX_OUTPUT_LINES", "Node", "PARTY",
+           "default_max_parties"]
+
 MAX_OUTPUT_LINES = 200  # of a job's print() kept with the job (the party's log has up to 64 kB)
 logger = logging.getLogger(__name__)
 PARTY = Role.PARTY

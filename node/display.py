@@ -15,6 +15,8 @@ import re
 import unicodedata
 from typing import Any
 
+__all__ = ["SafeLogRecords", "safe", "safe_data"]
+
 # C0 (but tab), DEL, C1, and the Unicode format characters that reorder or hide text.
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
                      "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")

@@ -44,6 +44,13 @@ import enum
 import ssl
 from typing import Any
 
+__all__ = ["AuditError", "AuthError", "AuthReason", "BenchError", "BudgetSpent", "DatasetError",
+           "DiskFull", "Forbidden", "IdentityError", "ImportCancelled", "JailRejected",
+           "JailViolation", "JobApiError", "JobFailed", "JobStateError", "JsonTooDeep",
+           "ModelError", "NativeRunError", "NodeBusy", "NodeUnreachable", "PairingError",
+           "ParleyError", "PinMismatch", "ProposalError", "StoreError", "UnknownAsset",
+           "UnknownJob", "UnknownPeer", "WireError", "error_from_problem", "first_line"]
+
 _BY_PROBLEM_TYPE: dict[str, type[ParleyError]] = {}
 
 

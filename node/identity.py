@@ -39,6 +39,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from node.errors import AuthError, AuthReason, IdentityError
 from node.files import write_atomic
 
+__all__ = ["CERT_FILE", "IDENTITY_FILE", "NODE_ID_LENGTH", "NODE_ID_PREFIX", "NodeIdentity",
+           "TLS_DNS_NAME", "cert_public_key_raw", "cert_sha256", "fingerprint_of", "pairing_code",
+           "pairing_commitment", "verify_signature"]
+
 if TYPE_CHECKING:
     pass
 

@@ -32,6 +32,8 @@ from node.errors import JobStateError, UnknownJob
 from node.events import EventKind, EventLog, JobState
 from node.proposal import code_kind
 
+__all__ = ["JobBook", "JobRecord", "OWNER_ONLY", "S", "TERMINAL", "TRANSITIONS"]
+
 S = JobState
 OWNER_ONLY = frozenset({"output", "review", "names", "signature"})
 TERMINAL = frozenset({S.REJECTED, S.SUCCEEDED, S.FAILED, S.CANCELLED})

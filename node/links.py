@@ -39,6 +39,10 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+__all__ = ["ADDRESS_BYTES", "AF_INET", "HANDSHAKE_S", "HEADER_MAX", "LinkClient", "LinkRelay",
+           "READY", "hostname_of", "job_peers", "neighbour", "parse_rank_record",
+           "party_local_address", "tcp_bytes", "with_address", "with_hostname"]
+
 if TYPE_CHECKING:  # the party imports this module: it needs none of the node's TLS machinery
     from node import identity as ident
 

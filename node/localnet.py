@@ -18,6 +18,8 @@ from typing import Any, Self
 from node.client import NodeClient, Party
 from node.errors import NodeUnreachable
 
+__all__ = ["LocalNode", "all_party_processes", "party_pids"]
+
 
 class LocalNode:
     """A ``parley node`` child process with its own data dir (the one wrapper the demo, the

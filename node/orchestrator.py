@@ -25,6 +25,8 @@ from node.jobs import TERMINAL, JobRecord
 from node.network import Network
 from node.rendezvous import redact_rendezvous
 
+__all__ = ["BLAME_GRACE_S", "LONG_POLL_S", "ORCH", "Orchestrator", "UNREACHABLE_AFTER_S"]
+
 logger = logging.getLogger(__name__)
 ORCH = Role.ORCHESTRATOR
 LONG_POLL_S = 10.0  # below the peer session's 15 s timeout

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import platformdirs
 
+__all__ = ["ENV_DATA_DIR", "LOCK_FILE", "PRIVATE_UMASK", "data_dir", "lock_data_dir",
+           "make_private", "node_running"]
+
 logger = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "PARLEY_DATA_DIR"

@@ -32,6 +32,8 @@ from node.address import format_address
 from node.errors import UnknownPeer
 from node.events import EventKind, EventLog, TrustState
 
+__all__ = ["FORGET_AFTER_S", "MANUAL_OFFLINE_AFTER_S", "MAX_NAME_CHARS", "Peer", "PeerBook"]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     node_id TEXT PRIMARY KEY, name TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,

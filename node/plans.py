@@ -31,6 +31,8 @@ from node.errors import ProposalError
 from node.privacy import MAX_EPSILON
 from node.store import TAG_RULE, is_tag
 
+__all__ = ["KINDS", "STATS", "bindings", "epsilon_of", "render", "reveal_rows", "validate"]
+
 KINDS = ("inference", "train", "statistics")
 STATS = ("count", "sum", "mean", "variance", "histogram")
 

@@ -42,6 +42,10 @@ from node.privacy import settings_of as privacy_settings
 from node.store import TAG_RULE, is_tag
 from node.wire import digest
 
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_LIMITS", "MAX_SOURCE", "VERSION", "check_against_store",
+           "code_kind", "expectation_problem", "expectations", "job_code", "limits", "min_rows_of",
+           "new_job_id", "party_entry", "party_of", "proposal_hash", "validate"]
+
 VERSION = 1
 DEFAULT_LIMITS = {"time_s": 600.0, "op_timeout_s": 10.0, "rendezvous_timeout_s": 60.0,
                   "approval_s": 86400.0, "memory_mb": 8192.0}

@@ -23,6 +23,11 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
+__all__ = ["FrameSealer", "MAX_FRAME_BYTES", "MAX_STORE_BYTES", "MAX_WAIT_S", "NONCE_BYTES",
+           "RENDEZVOUS_MAGIC", "RENDEZVOUS_SCHEME", "RendezvousServer", "TAG_BYTES", "decode_value",
+           "encode_value", "handshake_tags", "parse_rendezvous", "redact_rendezvous",
+           "rendezvous_url"]
+
 logger = logging.getLogger(__name__)
 
 RENDEZVOUS_SCHEME = "parley"

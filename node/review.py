@@ -23,6 +23,8 @@ from node import architecture, plans
 from node import proposal as proposals
 from node.jail import static
 
+__all__ = ["build", "render_text", "stated_text"]
+
 
 def _recipient(names: dict[str, Any], dst: Any) -> str:
     if dst is None:

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["MAX_WARM", "MIN_FREE_MEMORY", "Outcome", "PartyLauncher", "PartyProcess",
+           "available_memory", "interface_of", "parties_on_host", "party_threads", "resident_bytes"]
+
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], Awaitable[None]]

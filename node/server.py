@@ -22,6 +22,9 @@ from node.core import Node
 from node.orchestrator import Orchestrator
 from node.paths import lock_data_dir
 
+__all__ = ["HANDSHAKE_TIMEOUT", "MAX_HANDSHAKES", "MAX_HANDSHAKES_PER_SOURCE", "NodeServer",
+           "RECLAIM_AFTER", "serve_forever"]
+
 logger = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # s a peer has to finish its TLS handshake (LAN peers take ms)

@@ -43,6 +43,9 @@ from node.identity import (
 from node.tls import peer_cert_der
 from node.wire import canonical
 
+__all__ = ["DEFAULT_WINDOW_S", "HEADER_KEY", "HEADER_NODE", "HEADER_NONCE", "HEADER_SIGNATURE",
+           "HEADER_TIME", "HEADER_TO", "NONCE_DB_FILE", "RequestVerifier", "sign_request"]
+
 if TYPE_CHECKING:
     from aiohttp import web
 

@@ -28,6 +28,9 @@ import aiohttp
 from node.errors import PinMismatch
 from node.identity import NodeIdentity
 
+__all__ = ["add_trusted_cert", "client_ssl_context", "peer_cert_der", "peer_cert_sha256",
+           "pinned_fingerprint", "server_ssl_context"]
+
 if TYPE_CHECKING:
     from aiohttp import web
 

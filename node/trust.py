@@ -66,6 +66,10 @@ from node.signing import RequestVerifier, sign_request
 from node.tls import add_trusted_cert, client_ssl_context, server_ssl_context
 from node.wire import canonical
 
+__all__ = ["FINISHED_KEEP_S", "MAX_FINISHED_KEPT", "MAX_PENDING_IN", "MAX_PENDING_PER_ADDRESS",
+           "PAIRING_TTL_S", "Pairing", "SWEEP_EVERY_S", "Trust", "UNPAIR_NOTICE_TIMEOUT_S",
+           "UNREVEALED_TTL_S", "VERIFY_RETRY_S", "VERIFY_TIMEOUT_S"]
+
 logger = logging.getLogger(__name__)
 
 PAIRING_TTL_S = 120.0

@@ -16,6 +16,9 @@ from typing import Any
 
 from node.errors import JsonTooDeep, WireError
 
+__all__ = ["MAX_JSON_DEPTH", "canonical", "decode", "digest", "encode", "json_depth",
+           "loads_bounded"]
+
 _DTYPES = {"float32", "float64", "int64", "int32", "bool", "float16", "uint8", "int8", "int16"}
 
 

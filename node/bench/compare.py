@@ -26,6 +26,10 @@ from node.bench.workloads import AA_PREFERRED, Workload, select
 from node.errors import BenchError
 from node.parsing import load_npy
 
+__all__ = ["KEYS", "LOOP_PROBE", "Measured", "NATIVE_ARM", "PARLEY_ARM", "PHASES", "RATIO",
+           "Session", "links_of", "native_job", "native_record", "parley_record", "run", "scaling",
+           "summarize", "tls_row"]
+
 NATIVE_ARM = ("plain CrypTen 0.4.1: one `python node/bench/native.py` process per party, "
               "torch's tcp:// rendezvous at rank 0, one torch thread each, every party reading "
               "its own files; its only Parley import is node.compat (CrypTen 0.4.1 does not run "

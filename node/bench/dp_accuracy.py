@@ -21,6 +21,8 @@ import numpy as np
 
 from node.localnet import LocalNode
 
+__all__ = ["BOUNDS", "COLUMNS", "ROWS", "companies", "run", "table"]
+
 COLUMNS = ("age", "hours", "wage")
 BOUNDS = [[18.0, 70.0], [10.0, 60.0], [20.0, 200.0]]
 ROWS = 500

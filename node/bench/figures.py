@@ -15,6 +15,9 @@ import random
 import statistics
 from typing import Any
 
+__all__ = ["AA_BOUNDS", "ATOL", "BOOTSTRAP", "RTOL", "SEED", "aa_verdict", "as_array",
+           "compare_fingerprints", "compare_results", "median_of", "medians", "ratio_figure"]
+
 AA_BOUNDS = (0.9, 1.1)
 BOOTSTRAP = 2000
 SEED = 20240521

@@ -25,6 +25,8 @@ from typing import Any
 
 from node.parsing import load_npy
 
+__all__ = ["PHASES", "benchmark_job"]
+
 PHASES = ("rendezvous_s", "load_s", "compute_s")
 
 

@@ -22,6 +22,9 @@ from typing import Any
 
 from node.errors import NativeRunError
 
+__all__ = ["ATTEMPTS", "NativeJob", "NativeRun", "PORT_TAKEN", "SCRIPT", "party_config",
+           "run_native"]
+
 SCRIPT = Path(__file__).with_name("native.py")
 PORT_TAKEN = 75  # native.py's exit status when rank 0 could not listen
 ATTEMPTS = 3

@@ -15,6 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+__all__ = ["PHASE_COLUMNS", "check_lines", "draw_chart", "table", "write"]
+
 
 def _num(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"

@@ -23,6 +23,8 @@ from typing import Any
 from node.bench.workloads import Workload
 from node.localnet import LocalNode
 
+__all__ = ["CpuSnapshot", "NAMES", "ParleyArm", "ParleyRun", "cpu_between", "cpu_snapshot"]
+
 NAMES = ("alice", "bob", "carol")
 _TICK = os.sysconf("SC_CLK_TCK")
 

@@ -17,6 +17,8 @@ import torch
 
 from node.bench.workloads import Workload
 
+__all__ = ["PlainCrypten", "PlainTensor", "plaintext"]
+
 
 class PlainTensor(torch.Tensor):
     """A torch tensor that answers ``get_plain_text`` (torch keeps the subclass through its

@@ -30,6 +30,11 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+__all__ = ["AA_PREFERRED", "BINARY", "CNN", "EPOCHS", "FEATURES", "GROUPS", "INFERENCE",
+           "INFERENCE_3P", "Input", "LOGREG", "LOGREG_3P", "LOGREG_BODY", "LOGREG_FEATURES",
+           "MICRO_BINARY", "MICRO_OPS", "MICRO_UNARY", "QUICK", "Workload", "architecture_only",
+           "catalogue", "generate", "groups_of", "select"]
+
 MICRO_OPS = ("add", "mul", "matmul", "relu", "sigmoid", "exp")
 BINARY = ("add", "mul", "matmul")
 GROUPS = ("micro", "models", "training", "scaling", "long")

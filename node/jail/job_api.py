@@ -32,6 +32,8 @@ from node.jail import lineage
 from node.parsing import load_npy
 from node.privacy import DEFAULT_MIN_ROWS
 
+__all__ = ["JobCrypten"]
+
 
 class JobCrypten:
     """Loading by tag for one party: ``assets`` maps tag -> rank -> entry (what

@@ -38,6 +38,11 @@ from node.jail import lineage
 from node.parsing import parse_python
 from node.privacy import DEFAULT_MIN_ROWS
 
+__all__ = ["BoundedPrint", "CONTAINER_ATTRS", "CRYPTENSOR_ATTRS", "DENY_SET", "Facade",
+           "GUARD_NAME", "IMPORTABLE_PACKAGES", "JOB_FILENAME", "MODULE_ATTRS", "OPTIM_ATTRS",
+           "RevealGuard", "TENSOR_ATTRS", "compile_job", "compile_unguarded", "crypten_facade",
+           "deny_set", "guard", "hide_shares", "jail_import", "job_line", "torch_facade"]
+
 JOB_FILENAME = "<job>"
 GUARD_NAME = "__parley_guard__"
 DENY_SET = "__parley_deny_set__"

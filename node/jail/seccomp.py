@@ -33,6 +33,8 @@ from node.jail.syscalls import (
     _syscall,
 )
 
+__all__ = ["build_filter"]
+
 # -- listening sockets ----------------------------------------------------------------------
 
 _SO_ATTACH_FILTER = 26

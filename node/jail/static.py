@@ -103,6 +103,11 @@ from typing import Any, Literal
 from node.errors import JailRejected
 from node.parsing import parse_python
 
+__all__ = ["ALLOWED_NODES", "ALLOWED_PARAMS", "DYNAMIC", "FORBIDDEN_ATTRIBUTES", "FORBIDDEN_NAMES",
+           "FORMAT_ATTRIBUTES", "FunctionInfo", "LOAD_METHODS", "Load", "Loop", "MAX_AST_DEPTH",
+           "MAX_BLOCK_DEPTH", "MAX_BYTES", "MAX_LINES", "PROBLEM_TYPE", "PROTECTED_NAMES",
+           "REQUIRED_PARAMS", "REVEAL_ALIASES", "Reveal", "SAFE_GLOBALS", "check", "is_dynamic"]
+
 # -- limits ----------------------------------------------------------------------------------
 MAX_BYTES = 100_000
 MAX_LINES = 2000

@@ -12,6 +12,8 @@ import os
 import platform
 from typing import Any
 
+__all__ = ["DENIED_SYSCALLS", "ENOSYS_SYSCALLS"]
+
 # -- libc, syscalls -------------------------------------------------------------------------
 
 _MACHINE = platform.machine().lower()
