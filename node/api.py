@@ -32,8 +32,7 @@ from node.orchestrator import ORCH, Orchestrator
 from node.wire import JsonTooDeep, loads_bounded
 
 __all__ = ["MAX_BODY", "NODE", "ORCHESTRATOR", "SHUTDOWN", "TOKEN", "admin_app", "body_json",
-           "owner_only", "peer_app",
-           "problem", "problems", "sender_of"]
+           "owner_only", "peer_app", "problem", "problems", "sender_of"]
 
 logger = logging.getLogger(__name__)
 NODE = web.AppKey("node", Node)
