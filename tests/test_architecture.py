@@ -153,9 +153,10 @@ def test_a_job_for_another_asset_than_the_one_held_is_refused_by_its_owner(tmp_p
         assets = proposals.check_against_store(p, 0, store)
         assert assets["rows"]["0"]["shapes"] == {"features": [5, 4]}
         assert assets["risk"]["0"]["architecture"] == model.schema["architecture"]
-        # what the other party is told: the same, without the asset id
+        # what the other party is told: the same, without the asset id (the minimum of rows
+        # per reveal too: every party enforces it)
         other = proposals.check_against_store(p, 1, store)
-        assert other["rows"]["0"] == {"rank": 0, "kind": "dataset",
+        assert other["rows"]["0"] == {"rank": 0, "kind": "dataset", "min_rows": 10,
                                       "shapes": {"features": [5, 4]}}
 
         # published again: other weights do not matter, another graph does
