@@ -45,6 +45,7 @@ from gui.confirm_dialog import ConfirmDialog
 from gui.style import ERROR, OK
 from node.display import safe
 from node.errors import ParleyError, UnknownJob
+from node.review import privacy_words
 
 logger = logging.getLogger(__name__)
 __all__ = ["ReviewDialog"]
@@ -147,7 +148,7 @@ def stated_words(read: dict[str, Any]) -> str:
     if read.get("label_shape") is not None:
         words += ", labels " + " × ".join("any" if n is None else str(n)
                                           for n in read["label_shape"])
-    return words
+    return words + privacy_words(read)
 
 
 def _stated_html(read: dict[str, Any]) -> str:

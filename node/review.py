@@ -207,6 +207,13 @@ def stated_text(item: dict[str, Any]) -> str:
     if item.get("label_shape") is not None:
         words += ", labels " + " × ".join("any" if d is None else str(d)
                                           for d in item["label_shape"])
+    return words + privacy_words(item)
+
+
+def privacy_words(item: dict[str, Any]) -> str:
+    """A dataset read's minimum of rows per reveal and differential privacy, as the end of
+    what the review says of it ('' for material from before they existed)."""
+    words = ""
     if item.get("min_rows") is not None:
         words += (f"; reveals to others aggregate at least {item['min_rows']} rows"
                   if item["min_rows"] > 1 else "; no minimum of rows per reveal")

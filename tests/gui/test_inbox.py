@@ -70,7 +70,8 @@ def test_a_proposal_arrives_live_and_approving_its_review_runs_it(make_node, con
     assert len(dialog.source_view.extraSelections()) == 1  # the reveal's line is marked
     summary = dialog.summary_text()
     assert "bob numbers" in summary and "tag nums" in summary  # the asset of bob it reads
-    assert "dataset, 4 × 3)" in summary  # its shape, as the proposal states it to every party
+    # its shape, as the proposal states it to every party, and its minimum of rows per reveal
+    assert "dataset, 4 × 3; no minimum of rows per reveal)" in summary
     assert "line 3: to rank 0 (alice)" in summary  # the reveal and who receives it
     assert "Goes back to alice" in summary
     assert dialog.warnings_label.isVisibleTo(dialog)
@@ -191,3 +192,30 @@ def test_the_inbox_and_a_pairing_request_survive_a_node_restart(make_node, conne
     later = _propose(qtbot, inbox, alice, bob)
     assert inbox.pending_count == 3 and inbox.item_for(asked["id"]) is not None
     assert ("waiting", "job", later) in inbox.items()
+
+
+def test_the_review_of_a_plan_counts_each_reveals_rows_and_the_privacy_budget(
+        make_node, connect, keep, qtbot, tmp_path):
+    """bob's dataset has a minimum of 3 rows and a privacy budget; alice's statistics plan
+    with noise shows him, before anything runs, what each reveal aggregates and what it
+    spends."""
+    alice, bob = _nodes(make_node, tmp_path)
+    asset = bob.client.assets()[0]
+    bob.client.update_asset(asset["id"], privacy={"min_rows": 3,
+                                                  "dp": {"epsilon": 2.0, "bounds": [[0, 20]]}})
+    inbox = _inbox(qtbot, keep, connect(bob))
+    plan = {"kind": "statistics", "data": [{"tag": "nums", "rank": 1}],
+            "stats": ["count", "sum", "mean"], "output_to": 0, "dp": {"epsilon": 0.5}}
+    with qtbot.waitSignal(inbox.sig_pending_changed, timeout=WAIT_MS):
+        job = alice.client.submit({"title": "plan", "plan": plan,
+                                   "parties": [alice.party.spec(), bob.party.spec()]})
+    dialog = _review(qtbot, inbox, job["id"])
+    summary = dialog.summary_text()
+    assert "reveals to others aggregate at least 3 rows; differential privacy on" in summary
+    assert "sum over 4 rows of 'nums' (bob)" in summary
+    assert "mean over 4 rows of 'nums' (bob)" in summary
+    assert "Privacy budget" in summary
+    assert ("differential privacy on 'nums': this job adds noise and spends epsilon 0.5 of its "
+            "budget; 2 of 2 left before it") in summary
+    assert "crypten.laplace_noise('nums', 1, 'sum', n, 0.25, d)" in dialog.source_text()
+
