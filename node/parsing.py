@@ -30,10 +30,11 @@ def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
         return ast.parse(source, filename=filename)
 
 
-def load_npy(source: Path | str | bytes, **kwargs: Any) -> np.ndarray:
+def load_npy(source: Path | str | bytes | bytearray | memoryview, **kwargs: Any
+             ) -> np.ndarray:
     """``numpy.load`` of one .npy array (a path or the file's bytes), never unpickling, one
     header parse at a time. ``kwargs`` go to ``numpy.load`` (``mmap_mode``)."""
-    if isinstance(source, bytes):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     with _AST_LOCK:
         return np.load(source, allow_pickle=False, **kwargs)

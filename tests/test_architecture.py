@@ -302,7 +302,7 @@ def test_a_model_published_again_after_approval_stops_the_job_at_start(make_node
     p = bob.client.orchestration(job["id"])["proposal"]
     model, rows = p["bindings"]
     assert architecture.describe(model["expect"]["architecture"])["parameters"] == 530
-    assert rows["expect"] == {"shape": [399, 30], "labels": False}
+    assert rows["expect"] == {"shape": [399, 30], "labels": False, "min_rows": 1, "dp": False}
     received = wait_until(lambda: alice.client.jobs(role="party", states=["awaiting_approval"]),
                           30, "the proposal at alice")[0]
     review_material = alice.client.call("GET", f"/admin/v1/jobs/{job['id']}/review")

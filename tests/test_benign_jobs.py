@@ -411,8 +411,13 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalNod
         alice.pair_with(bob)
         assert alice.client is not None and bob.client is not None
         alice.client.publish(write_csv(base / "alice.csv", ALICE, "a,b,c"), tags=["alice-x"])
+        # bob lets alice see his values row by row (a minimum of 1 row): four of these
+        # tutorial jobs reveal results per row of his data to her (sigmoid and softmax per row,
+        # comparisons, a row maximum), which the default minimum of 10 rows refuses
+        # (tests/test_reveal_rows.py); alice's data keeps the default, and the jobs that
+        # reveal aggregates of his rows would pass it too
         bob.client.publish(write_csv(base / "bob.csv", np.column_stack([BOB, LABELS]), "d,e,y"),
-                           tags=["bob-x"], label_column="y")
+                           tags=["bob-x"], label_column="y", min_rows=1)
         yield alice, bob
     finally:
         alice.stop()

@@ -290,7 +290,8 @@ def test_refusals_are_clear_and_lose_nothing(make_node, tmp_path):
     # a proposal written by hand reaches the party: its node refuses what it cannot provide
     job = alice.client.submit(spec([alice, bob], source, [("nums", 0, "dataset")]))
     p = alice.client.orchestration(job["id"])["proposal"]
-    assert p["bindings"][0]["expect"] == {"shape": [5, 4], "labels": False}
+    assert p["bindings"][0]["expect"] == {"shape": [5, 4], "labels": False, "min_rows": 1,
+                                          "dp": False}
     assert alice.client.wait(job["id"], timeout=JOB_TIMEOUT)["state"] == "succeeded"
     forged = {**p, "job_id": "j-00000000000000f0",
               "bindings": [{"tag": "no-such-tag", "rank": 1, "kind": "dataset"}]}

@@ -82,7 +82,8 @@ def mdns_nodes(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
     started: list[LocalNode] = []
 
     def make(name: str) -> LocalNode:
-        node = LocalNode(name, tmp_path / name, auto_approve=True, extra_args=LOOPBACK_MDNS)
+        node = LocalNode(name, tmp_path / name, auto_approve=True,
+                         extra_args=(*LOOPBACK_MDNS, "--min-rows", "1"))  # jobs on 3 rows
         started.append(node)
         return node.start()
 

@@ -103,6 +103,7 @@ def test_csv_round_trip_keeps_values_columns_and_label_apart(store: Store, tmp_p
         "dtype": "float32",
         "columns": ["age", "income", "score"],
         "label": {"name": "label", "shape": [2]},
+        "privacy": {"min_rows": 10, "dp": None},
     }
     # A party process is handed one file per part, holding exactly that part.
     assert store.content_path(asset).suffix == ".npy"
@@ -302,6 +303,7 @@ def test_npy_round_trip_as_float32(store: Store, tmp_path: Path) -> None:
         "dtype": "float32",
         "columns": ["c0", "c1"],
         "label": None,
+        "privacy": {"min_rows": 10, "dp": None},
     }
     assert v.name == "vector" and v.schema["shape"] == [3, 1]
     with pytest.raises(StoreError, match="has no labels"):

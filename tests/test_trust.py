@@ -31,7 +31,8 @@ def _proposal(alice, bob, job_id="j-00000000000000a1"):
                          "rank": 0},
                         {"name": "bob", "url": bob.peer_url, "node_id": bob.node_id, "rank": 1}],
             "code": {"kind": "source", "source": SOURCE, "entry": "run"},
-            "bindings": [{"tag": "nums", "rank": 1, "kind": "dataset"}],
+            "bindings": [{"tag": "nums", "rank": 1, "kind": "dataset",
+                          "expect": {"min_rows": 1}}],  # as the test nodes publish
             "reveal": {"to": [0], "everyone": False, "budget": 10, "result_to": [0]}}
 
 

@@ -36,7 +36,8 @@ def _forged_proposal(sender, target, claimed_orchestrator: str, claimed_party: s
                     {"name": claimed_party, "url": sender.peer_url, "node_id": sender.node_id,
                      "rank": 1}],
         "code": {"kind": "source", "source": SOURCE, "entry": "run"},
-        "bindings": [{"tag": "wages", "rank": 0, "kind": "dataset"}],
+        "bindings": [{"tag": "wages", "rank": 0, "kind": "dataset",
+                      "expect": {"min_rows": 1}}],  # as the test nodes publish
         "reveal": {"to": [1], "everyone": False, "budget": 1000, "result_to": [1]},
     }
 
