@@ -37,7 +37,6 @@ rows whose value equals a constant) counts as many rows as it adds up; different
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -314,8 +313,6 @@ def unpack(text: str, n: int) -> np.ndarray:
 
 
 # -- following CrypTen ---------------------------------------------------------------------------
-_tracking = threading.local()
-
 #: Names that only read a property or reach CrypTen's internals: never wrapped (hot paths).
 UNTRACKED = frozenset({
     "size", "dim", "nelement", "numel", "__len__", "shape", "device", "is_cuda", "encoder",
