@@ -111,13 +111,16 @@ def test_csv_round_trip_keeps_values_columns_and_label_apart(store: Store, tmp_p
 
 
 def test_public_metadata_reveals_no_paths_or_hashes(store: Store, tmp_path: Path) -> None:
-    asset = store.import_csv(write(tmp_path / "d.csv", "a,b\n1,2\n"), tags=["t"], description="x")
+    asset = store.import_csv(
+        write(tmp_path / "d.csv", "a,b\n4817.25,9163.5\n"), tags=["t"], description="x"
+    )
     public = asset.public()
     assert set(public) == {"id", "name", "kind", "tags", "description", "schema", "created_at"}
-    text = repr(public)
+    # The timestamp is a number of its own: leave it out of the search for data values.
+    text = repr({k: v for k, v in public.items() if k != "created_at"})
     assert str(tmp_path) not in text
     assert store.content_path(asset).stem not in text  # the content hash
-    assert "1.0" not in text and "2.0" not in text  # no data values
+    assert "4817" not in text and "9163" not in text  # no data values
 
 
 @pytest.mark.parametrize(
