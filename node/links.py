@@ -20,8 +20,12 @@ Its forwarder sits on ``127.a.b.(c-1)`` (below the device, so gloo dials), and t
 sees ``127.a.b.(c+1)`` (above, so gloo waits for the connection).
 
 Each relay runs its own asyncio loop on a thread of the node process, never on the node's
-event loop. The legs between a party and its own relay are loopback TCP on the party-local
-addresses: they never leave the machine.
+event loop; that loop accepts, does the TLS handshakes (an ``SSLObject`` over memory BIOs,
+driven by hand) and the link headers. Once a link's header is through, its bytes move on a
+thread of its own (``_Pump``: one poll loop, encrypting and sending in one step per message),
+which costs about a tenth less CPU per message than asyncio's TLS transport did and keeps the
+bytes off every event loop. The legs between a party and its own relay are loopback TCP on
+the party-local addresses: they never leave the machine.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +100,7 @@ def _tls_server_context(identity: ident.NodeIdentity, pems: list[str]) -> ssl.SS
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(identity.cert_path, identity.key_path)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.num_tickets = 0  # links are never resumed
     for pem in pems:
         ctx.load_verify_locations(cadata=pem)
     return ctx
@@ -130,9 +136,11 @@ class LinkRelay:
         self._forwarders: dict[tuple[int, int], int] = {}  # (rank, device port) -> local port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._servers: list[asyncio.AbstractServer] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[Any]] = set()
+        self._socks: set[socket.socket] = set()  # on the relay's loop, closed as it stops
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pumps: set[_Pump] = set()  # links whose header is through: a thread each
+        self._count_lock = threading.Lock()
+        self._wake = socket.socketpair()  # a byte on it ends every pump
         self._changed: asyncio.Condition | None = None
         self._server_ctx = _tls_server_context(identity, [pem for _, pem in self.peers.values()])
         self._server_ctx.relay = self  # type: ignore[attr-defined]
@@ -180,49 +188,80 @@ class LinkRelay:
         """Stop; links still open get ``settle_s`` to see their ends close first (the party
         has ended: its sockets are closing), so that the byte counts are whole."""
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            return
-        try:
-            self._call(self._settle(settle_s))
-        except Exception:  # noqa: BLE001 - stopping anyway
-            pass
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        if loop is not None and thread is not None and thread.is_alive():
+            deadline = time.monotonic() + settle_s
+            for pump in list(self._pumps):
+                pump.join(max(0.0, deadline - time.monotonic()))
+            self._wake[1].send(b"x")  # the pumps still running end now
+            for pump in list(self._pumps):
+                pump.join(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        for sock in self._wake:
+            sock.close()
 
     def _call(self, coro: Any) -> Any:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
-    # -- on the relay's loop ---------------------------------------------------------------
-    async def _settle(self, limit: float) -> None:
-        if self._pipes:
-            await asyncio.wait(list(self._pipes), timeout=limit)
-
+    # -- on the relay's loop: listeners, handshakes and headers --------------------------------
     async def _listen(self) -> None:
         self._changed = asyncio.Condition()
-        tls = await asyncio.start_server(self._serve_tls, self.host, 0, ssl=self._server_ctx,
-                                         ssl_handshake_timeout=HANDSHAKE_S)
-        control = await asyncio.start_server(self._serve_control, self.low, 0)
-        self._servers += [tls, control]
-        self.tls_port = tls.sockets[0].getsockname()[1]
-        self.control_port = control.sockets[0].getsockname()[1]
+        tls = _listening(self.host)
+        control = _listening(self.low)
+        self.tls_port = tls.getsockname()[1]
+        self.control_port = control.getsockname()[1]
+        self._accept(tls, self._serve_tls)
+        self._accept(control, self._serve_control)
+
+    def _accept(self, listener: socket.socket, handler: Any) -> None:
+        """Accept on ``listener`` (a raw, non-blocking socket) for as long as the relay runs;
+        each connection goes to ``handler(sock)`` in a task of its own."""
+        loop = asyncio.get_running_loop()
+        self._socks.add(listener)
+
+        async def accept() -> None:
+            while True:
+                try:
+                    sock, _ = await loop.sock_accept(listener)
+                except OSError:
+                    return  # closed: the relay stops
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._socks.add(sock)
+                self._spawn(handler(sock))
+
+        self._spawn(accept())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _drop(self, *socks: socket.socket | None) -> None:
+        for sock in socks:
+            if sock is not None:
+                self._socks.discard(sock)
+                sock.close()
 
     async def _shutdown(self) -> None:
-        for server in self._servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for sock in list(self._socks):
+            sock.close()
+        self._socks.clear()
 
-    async def _serve_control(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
+    async def _serve_control(self, sock: socket.socket) -> None:
         """The party's requests (JSON lines), after the job's link token."""
-        self._writers.add(writer)
+        loop = asyncio.get_running_loop()
+        lines = _Lines(sock)
         try:
-            first = await asyncio.wait_for(reader.readline(), HANDSHAKE_S)
+            async with asyncio.timeout(HANDSHAKE_S):
+                first = await lines.readline()
             if not hmac.compare_digest(first.strip(), self.token.encode()):
                 self.refused += 1
                 return
-            while line := await reader.readline():
+            while line := await lines.readline():
                 request = json.loads(line)
                 op = request.get("op")
                 if op == "device":  # our party's gloo device listens on self.local:port
@@ -237,13 +276,11 @@ class LinkRelay:
                     answer = {"host": self.low, "port": port}
                 else:
                     answer = {"error": "unknown operation"}
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
+                await loop.sock_sendall(sock, json.dumps(answer).encode() + b"\n")
         except (OSError, ValueError, KeyError, TypeError, TimeoutError):
             return
         finally:
-            self._writers.discard(writer)
-            writer.close()
+            self._drop(sock)
 
     async def _forwarder(self, rank: int, device: int | None, relay: str) -> int:
         """A listener on ``self.low`` whose connections go, inside TLS pinned to ``rank``'s
@@ -259,155 +296,334 @@ class LinkRelay:
             "job": self.job_id, "to": "gloo", "port": device}
         line = json.dumps(header).encode() + b"\n"
         ctx = self._client_ctx[rank]
+        loop = asyncio.get_running_loop()
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self._writers.add(writer)
+        async def serve(near: socket.socket) -> None:
+            far = tls = None
             try:
-                far_reader, far_writer = await asyncio.wait_for(asyncio.open_connection(
-                    host.strip("[]"), int(port), ssl=ctx), HANDSHAKE_S)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                async with asyncio.timeout(HANDSHAKE_S):
+                    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                    far = socket.socket(family, socket.SOCK_STREAM)
+                    far.setblocking(False)
+                    self._socks.add(far)
+                    await loop.sock_connect(far, (host.strip("[]"), int(port)))
+                    far.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    tls = _Tls(far, ctx, server_side=False)
+                    await tls.handshake()
+                    # the other relay speaks first once TLS is up (see _serve_tls)
+                    ready, rest = await tls.read_until(b"\n", len(READY))
+                    if ready != READY or rest:
+                        raise ValueError("not a link relay")
+                    await tls.send(line)
+            except (OSError, ValueError, TimeoutError, ssl.SSLError) as exc:
                 logger.warning("job %s: could not reach rank %d's node for a link: %s",
                                self.job_id, rank, exc)
-                self._writers.discard(writer)
-                writer.close()
+                self._drop(near, far)
                 return
-            try:  # the other relay speaks first once TLS is up (see _serve_tls)
-                if await asyncio.wait_for(far_reader.readexactly(len(READY)),
-                                          HANDSHAKE_S) != READY:
-                    raise ValueError("not a link relay")
-            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
-                for w in (writer, far_writer):
-                    self._writers.discard(w)
-                    w.close()
-                return
-            far_writer.write(line)
-            await self._pipe(reader, writer, far_reader, far_writer)
+            self._pump(near, tls, b"")
 
-        server = await asyncio.start_server(serve, self.low, 0)
-        self._servers.append(server)
-        self._forwarders[key] = server.sockets[0].getsockname()[1]
+        listener = _listening(self.low)
+        self._accept(listener, serve)
+        self._forwarders[key] = listener.getsockname()[1]
         return self._forwarders[key]
 
-    async def _serve_tls(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    async def _serve_tls(self, sock: socket.socket) -> None:
         """Another node's relay: only the job's nodes, only to our party's devices or the
-        job's store (the TLS handshake, done before this, checked the client's pin; a
-        handshake that fails counts as refused, one that takes over ``HANDSHAKE_S`` is
-        dropped)."""
-        self._writers.add(writer)
-        ssl_object = writer.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der or hashlib.sha256(der).hexdigest() not in self.pins:  # (checked already)
-            self.refused += 1
-            self._writers.discard(writer)
-            writer.close()
-            return
+        job's store (the handshake checks the client's pin, _RelaySSLObject; a handshake
+        that fails counts as refused, one that takes over ``HANDSHAKE_S`` is dropped)."""
+        loop = asyncio.get_running_loop()
+        near = None
         try:
-            writer.write(READY)  # the client sends its header once it has this
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_S)
-            header = json.loads(line[:HEADER_MAX])
-            if header.get("job") != self.job_id:
-                raise ValueError("another job")
-            if header.get("to") == "store" and self.store_target is not None:
-                target = self.store_target
-            elif header.get("to") == "gloo":
-                port = int(header["port"])
-                assert self._changed is not None
-                async with self._changed:  # our party may announce it a moment later
-                    await asyncio.wait_for(self._changed.wait_for(
-                        lambda: port in self._devices), HANDSHAKE_S)
-                target = (self.local, port)
+            async with asyncio.timeout(HANDSHAKE_S):
+                tls = _Tls(sock, self._server_ctx, server_side=True)
+                await tls.handshake()
+                await tls.send(READY)  # the client sends its header once it has this
+                line, rest = await tls.read_until(b"\n", HEADER_MAX)
+                header = json.loads(line)
+                if header.get("job") != self.job_id:
+                    raise ValueError("another job")
+                if header.get("to") == "store" and self.store_target is not None:
+                    target = self.store_target
+                elif header.get("to") == "gloo":
+                    port = int(header["port"])
+                    assert self._changed is not None
+                    async with self._changed:  # our party may announce it a moment later
+                        await self._changed.wait_for(lambda: port in self._devices)
+                    target = (self.local, port)
+                else:
+                    raise ValueError("no such link")
+                near = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                near.setblocking(False)
+                self._socks.add(near)
+                await loop.sock_connect(near, target)
+                near.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except ssl.SSLError:  # counted by _RelaySSLObject
+            self._drop(sock, near)
+            return
+        except (OSError, ValueError, KeyError, TypeError, TimeoutError):
+            self.refused += 1
+            self._drop(sock, near)
+            return
+        self._pump(near, tls, rest)
+
+    def _pump(self, near: socket.socket, tls: _Tls, pending: bytes) -> None:
+        """Hand a link whose header is through to a thread of its own (``_Pump``)."""
+        self._socks.difference_update((near, tls.sock))
+        pump = _Pump(self, near, tls, pending)
+        self._pumps.add(pump)
+        pump.start()
+
+    def _pump_done(self, pump: _Pump) -> None:
+        with self._count_lock:
+            self.bytes_sent += pump.sent
+            self.bytes_received += pump.received
+            self.wire_sent += pump.wire_sent
+            self.wire_received += pump.wire_received
+        self._pumps.discard(pump)
+
+
+def _listening(host: str) -> socket.socket:
+    """A raw, non-blocking TCP listener on ``host`` at a port the kernel picks."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Lines:
+    """JSON lines read from a raw socket on the relay's loop."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buffer = sock, bytearray()
+
+    async def readline(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        while (at := self.buffer.find(b"\n")) < 0:
+            if len(self.buffer) > HEADER_MAX:
+                raise ValueError("line too long")
+            data = await loop.sock_recv(self.sock, 65536)
+            if not data:
+                line, self.buffer = bytes(self.buffer), bytearray()
+                return line
+            self.buffer += data
+        line = bytes(self.buffer[:at + 1])
+        del self.buffer[:at + 1]
+        return line
+
+
+class _Tls:
+    """One TLS connection driven by hand: an ``SSLObject`` over memory BIOs on a raw socket.
+    The relay's loop does the handshake and the header; the link's pump thread then owns it
+    (no asyncio transport between: the pump encrypts and sends in one step per message)."""
+
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, *, server_side: bool) -> None:
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self.obj.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            await self._flush()
+            if done:
+                return
+            await self._fill()
+
+    async def send(self, data: bytes) -> None:
+        self.obj.write(data)
+        await self._flush()
+
+    async def read_until(self, end: bytes, limit: int) -> tuple[bytes, bytes]:
+        """Plaintext up to and with ``end`` (at most ``limit`` bytes), and what came after."""
+        buffer = bytearray()
+        while True:
+            while True:
+                try:
+                    chunk = self.obj.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    raise ConnectionError("the link closed")
+                buffer += chunk
+            at = buffer.find(end)
+            if 0 <= at < limit:
+                return bytes(buffer[:at + len(end)]), bytes(buffer[at + len(end):])
+            if len(buffer) >= limit:
+                raise ValueError("a link header too long")
+            await self._fill()
+
+    async def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def _fill(self) -> None:
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+        if not data:
+            raise ConnectionError("the link closed")
+        self.incoming.write(data)
+
+
+_CHUNK = 256 * 1024  # read at most this much at once
+_HIGH = 4 * 1024 * 1024  # stop reading a side while this much waits to be written to the other
+
+
+class _Pump(threading.Thread):
+    """One link's bytes, both ways, on a thread of its own: what the party (``near``, plain
+    loopback TCP) sends is encrypted and sent to the other node (``tls``), and the reverse,
+    in one poll loop. Both sockets are non-blocking; a side that has too much waiting for
+    the other is not read until that drains. Either side closing ends the link once what it
+    sent has been passed on (gloo's links end whole). The relay's wake socket stops it."""
+
+    def __init__(self, relay: LinkRelay, near: socket.socket, tls: _Tls, pending: bytes) -> None:
+        super().__init__(name=f"link-{relay.job_id[:8]}", daemon=True)
+        self.relay, self.near, self.tls = relay, near, tls
+        self.to_near = bytearray(pending)
+        self.sent = 0
+        self.received = len(pending)
+        self.wire_sent = self.wire_received = 0
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception:  # noqa: BLE001 - a link that breaks ends; the job says why
+            logger.debug("job %s: a link ended with an error", self.relay.job_id,
+                         exc_info=True)
+        finally:
+            far = self.tls.sock
+            self.wire_sent, self.wire_received = tcp_bytes(far)
+            for sock in (self.near, far):
+                sock.close()
+            self.relay._pump_done(self)
+
+    def _run(self) -> None:
+        near, far, obj = self.near, self.tls.sock, self.tls.obj
+        incoming, outgoing = self.tls.incoming, self.tls.outgoing
+        to_near, to_far = self.to_near, bytearray(outgoing.read())
+        buffer = bytearray(_CHUNK)
+        view = memoryview(buffer)
+        wake = self.relay._wake[0].fileno()
+        near_fd, far_fd = near.fileno(), far.fileno()
+        poller = select.poll()
+        poller.register(wake, select.POLLIN)
+        watched: dict[int, int] = {}
+
+        def watch(fd: int, events: int) -> None:
+            if watched.get(fd) == events:
+                return
+            if events:
+                poller.register(fd, events)
             else:
-                raise ValueError("no such link")
-            near_reader, near_writer = await asyncio.open_connection(*target)
-        except (OSError, ValueError, KeyError, TypeError, TimeoutError,
-                asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            self.refused += 1
-            self._writers.discard(writer)
-            writer.close()
-            return
-        await self._pipe(near_reader, near_writer, reader, writer)
+                poller.unregister(fd)
+            watched[fd] = events
 
-    async def _pipe(self, near_reader: asyncio.StreamReader, near_writer: asyncio.StreamWriter,
-                    far_reader: asyncio.StreamReader, far_writer: asyncio.StreamWriter) -> None:
-        """Copy both ways until either side closes; then close both."""
-        self._writers |= {near_writer, far_writer}
-        me = asyncio.current_task()
-        if me is not None:
-            self._pipes.add(me)
-            me.add_done_callback(self._pipes.discard)
-        try:  # its own descriptor: TCP's counts stay readable after the transport closes
-            wire = socket.socket(fileno=os.dup(far_writer.get_extra_info("socket").fileno()))
-        except (OSError, AttributeError):
-            wire = None
-
-        # from here on the bytes go from one transport to the other in the protocols'
-        # callbacks: no task switch and no buffer copy per message (a StreamReader loop cost
-        # about twice the CPU)
-        done = asyncio.get_running_loop().create_future()
-        outward = _Splice(self, True, done)  # reads the party, writes the other node
-        inward = _Splice(self, False, done)
-        outward.join(near_writer.transport, far_writer.transport, inward)
-        inward.join(far_writer.transport, near_writer.transport, outward)
-        for reader, protocol in ((near_reader, outward), (far_reader, inward)):
-            protocol.source.set_protocol(protocol)
-            leftover = bytes(reader._buffer)  # read with the header, not yet passed on
-            reader._buffer.clear()
-            if leftover:
-                protocol.data_received(leftover)
-            if reader.at_eof():
-                protocol.connection_lost(None)
-            protocol.source.resume_reading()  # a StreamReader may have paused it
-        try:
-            await done
-        except asyncio.CancelledError:
-            pass
-        if wire is not None:
-            sent, received = tcp_bytes(wire)
-            wire.close()
-            self.wire_sent += sent
-            self.wire_received += received
-        for writer in (near_writer, far_writer):
-            self._writers.discard(writer)
-            writer.close()
-
-
-class _Splice(asyncio.Protocol):
-    """One direction of a link: what ``source`` delivers is written to ``sink``; when the
-    sink's buffer fills, the source stops being read until it drains."""
-
-    def __init__(self, relay: LinkRelay, outward: bool, done: asyncio.Future[None]) -> None:
-        self.relay, self.outward, self.done = relay, outward, done
-        self.source: Any = None
-        self.sink: Any = None
-        self.partner: _Splice | None = None  # the other direction (it reads our sink)
-
-    def join(self, source: Any, sink: Any, partner: _Splice) -> None:
-        self.source, self.sink, self.partner = source, sink, partner
-
-    def data_received(self, data: bytes) -> None:
-        if self.outward:
-            self.relay.bytes_sent += len(data)
-        else:
-            self.relay.bytes_received += len(data)
-        self.sink.write(data)
-
-    def eof_received(self) -> bool:
-        return False  # close: gloo's links end whole
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-    # our source's transport is the partner's sink: when it is full, stop reading what
-    # the partner writes into it
-    def pause_writing(self) -> None:
-        if self.partner is not None and self.partner.source is not None:
-            self.partner.source.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.source is not None:
-            self.partner.source.resume_reading()
+        near_open = far_open = True  # the party's end; the other node's TLS stream
+        far_reading = True  # the other node's socket has not reached its end
+        ending_at = 0.0
+        while True:
+            if far_open:  # decrypt whatever has arrived whole
+                while True:
+                    try:
+                        chunk = obj.read(_CHUNK)
+                    except ssl.SSLWantReadError:
+                        break
+                    except ssl.SSLError:  # its end without close_notify, or a bad record
+                        chunk = b""
+                    if not chunk:
+                        far_open = False
+                        break
+                    self.received += len(chunk)
+                    if not near_open:
+                        continue  # nobody to give it to
+                    if not to_near:  # straight on, as above
+                        try:
+                            chunk = chunk[near.send(chunk):]
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            near_open = False
+                            continue
+                    to_near += chunk
+            if to_near:
+                try:
+                    del to_near[:near.send(to_near)]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    near_open = False
+                    to_near.clear()
+            if to_far:
+                try:
+                    del to_far[:far.send(to_far)]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    far_open = far_reading = False
+                    to_far.clear()
+            if not (near_open and far_open):
+                if not ending_at:
+                    ending_at = time.monotonic() + 1.0
+                    if not near_open and far_open:  # the link ends: say so inside TLS
+                        try:
+                            obj.unwrap()
+                        except ssl.SSLError:
+                            pass
+                        to_far += outgoing.read()
+                if not to_near and not to_far or time.monotonic() > ending_at:
+                    return
+            watch(near_fd, (select.POLLIN if near_open and len(to_far) < _HIGH else 0)
+                  | (select.POLLOUT if to_near and near_open else 0))
+            watch(far_fd, (select.POLLIN if far_reading and len(to_near) < _HIGH else 0)
+                  | (select.POLLOUT if to_far else 0))
+            for fd, event in poller.poll(100 if ending_at else None):
+                if fd == wake:
+                    return
+                readable = event & (select.POLLIN | select.POLLHUP | select.POLLERR)
+                if fd == near_fd and readable and near_open:
+                    try:
+                        n = near.recv_into(buffer)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        n = 0
+                    if not n:
+                        near_open = False
+                        continue
+                    obj.write(view[:n])
+                    self.sent += n
+                    record = outgoing.read()
+                    if not to_far:  # straight on, without a copy into the buffer
+                        try:
+                            record = record[far.send(record):]
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            far_open = far_reading = False
+                            continue
+                    to_far += record
+                elif fd == far_fd and readable and far_reading:
+                    try:
+                        data = far.recv(_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        incoming.write(data)
+                    else:  # what is left in the BIO is still decrypted, then it ends
+                        incoming.write_eof()
+                        far_reading = False
 
 
 def tcp_bytes(sock: Any) -> tuple[int, int]:
