@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from node import settings
-from node.address import format_address, looks_like_address, parse_address
+from node.address import format_address, parse_address
 from node.core import PARTY, Node
 from node.errors import AuthError, DiskFull, ParleyError, ProposalError, UnknownJob
 from node.orchestrator import ORCH, Orchestrator
@@ -110,7 +110,7 @@ def _query_float(request: web.Request, key: str, default: float, high: float) ->
 # -- peer API ------------------------------------------------------------------------------
 async def sender_of(request: web.Request) -> str:
     """Every peer request but the pairing handshake is signed by a paired node."""
-    return await request.app[NODE].trust.authenticate(request)
+    return await request.app[NODE].authenticate(request)
 
 
 async def peer_catalog(request: web.Request) -> web.Response:
@@ -185,27 +185,27 @@ async def peer_whoami(request: web.Request) -> web.Response:
 
 async def pairing_hello(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    answer = await asyncio.to_thread(node.trust.hello, await body_json(request),
+    answer = await asyncio.to_thread(node.pairing_hello, await body_json(request),
                                      request.remote or "")
     return web.json_response(answer)
 
 
 async def pairing_reveal(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    await asyncio.to_thread(node.trust.reveal, request.match_info["pairing"],
+    await asyncio.to_thread(node.pairing_reveal, request.match_info["pairing"],
                             await body_json(request))
     return web.json_response({"ok": True})
 
 
 async def pairing_confirm(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    await node.trust.remote_confirm(request.match_info["pairing"], request)
+    await node.pairing_confirmed_by_peer(request.match_info["pairing"], request)
     return web.json_response({"ok": True})
 
 
 async def peer_unpair(request: web.Request) -> web.Response:
     """A paired node unpaired this one and says so, signed: it is revoked here too."""
-    peer = await request.app[NODE].trust.unpaired_by_peer(request)
+    peer = await request.app[NODE].unpaired_by_peer(request)
     return web.json_response({"ok": True, "revoked": peer.node_id})
 
 
@@ -397,14 +397,14 @@ async def admin_policies(request: web.Request) -> web.Response:
 
 
 def _policy_body(body: Any) -> tuple[str, str]:
-    from node.plans import KINDS
+    from node.plans import POLICY_KINDS
 
-    kinds = ", ".join((*KINDS, "source"))
+    kinds = ", ".join(POLICY_KINDS)
     if not isinstance(body, dict) or not isinstance(body.get("orchestrator"), str) or \
             not body["orchestrator"]:
         raise ProposalError(f"name the orchestrator (a paired peer's name or node id) and a "
                             f"job kind ({kinds})")
-    if body.get("kind") not in (*KINDS, "source"):
+    if body.get("kind") not in POLICY_KINDS:
         raise ProposalError(f"the job kind must be one of {kinds}, not "
                             f"{str(body.get('kind') or 'nothing')!r}")
     return body["orchestrator"], body["kind"]
@@ -475,34 +475,25 @@ async def admin_pair(request: web.Request) -> web.Response:
     target = body.get("peer") if isinstance(body, dict) else None
     if not isinstance(target, str):
         raise ProposalError("expected {\"peer\": NAME or HOST:PORT}")
-    if looks_like_address(target):
-        host, port = parse_address(target)
-    else:  # by name: the node at that address must be the one the name was seen with
-        peer = node.find_peer(target)
-        pairing = await node.trust.start_pairing(peer.host, peer.port, expect=peer.node_id)
-        return web.json_response(pairing.public(node.node_id), status=201)
-    pairing = await node.trust.start_pairing(host, port)
+    pairing = await node.pair(target)
     return web.json_response(pairing.public(node.node_id), status=201)
 
 
 async def admin_pairings(request: web.Request) -> web.Response:
-    return web.json_response({"pairings": request.app[NODE].trust.list_pairings()})
+    return web.json_response({"pairings": request.app[NODE].pairings()})
 
 
 async def admin_pairing_decide(request: web.Request) -> web.Response:
     node = request.app[NODE]
     pairing_id, action = request.match_info["pairing"], request.match_info["action"]
-    if action == "confirm":
-        pairing = await node.trust.confirm(pairing_id)
-    elif action == "reject":
-        pairing = await asyncio.to_thread(node.trust.reject, pairing_id)
-    else:
+    if action not in ("confirm", "reject"):
         raise web.HTTPNotFound()
+    pairing = await node.decide_pairing(pairing_id, action == "confirm")
     return web.json_response(pairing.public(node.node_id))
 
 
 async def admin_unpair(request: web.Request) -> web.Response:
-    peer = await asyncio.to_thread(request.app[NODE].trust.unpair, request.match_info["peer"])
+    peer = await asyncio.to_thread(request.app[NODE].unpair, request.match_info["peer"])
     return web.json_response(peer.public())
 
 
@@ -523,27 +514,17 @@ async def admin_search(request: web.Request) -> web.Response:
 
 async def admin_audit(request: web.Request) -> web.Response:
     """The log, its chain verified; ``kind``, ``peer`` and ``job`` filter the entries shown."""
-    audit = request.app[NODE].audit
-    report = await asyncio.to_thread(audit.verify)
-    entries = await asyncio.to_thread(audit.entries, int(_query_float(request, "after", 0, 2**62)),
-                                      request.query.get("kind") or None)
-    peer, job = request.query.get("peer"), request.query.get("job")
-    if peer:
-        entries = [e for e in entries if peer in (e["fields"].get("peer"), e["fields"].get(
-            "sender"), e["fields"].get("orchestrator"), e["fields"].get("name"),
-            e["fields"].get("remote"))]
-    if job:
-        entries = [e for e in entries if e["fields"].get("job") == job]
-    return web.json_response({"entries": entries, "verify": {
-        "ok": report.ok, "entries": report.entries, "first_bad_seq": report.first_bad_seq,
-        "problem": report.problem}})
+    return web.json_response(await asyncio.to_thread(
+        request.app[NODE].audit_report, int(_query_float(request, "after", 0, 2**62)),
+        request.query.get("kind") or None, request.query.get("peer") or None,
+        request.query.get("job") or None))
 
 
 async def admin_settings(request: web.Request) -> web.Response:
     node = request.app[NODE]
     saved = await asyncio.to_thread(settings.load, node.data_dir)
     return web.json_response({"saved": saved, "running": {
-        "name": node.name, "host": node.host, "port": node.trust.peer_port,
+        "name": node.name, "host": node.host, "port": node.peer_port,
         "data_dir": str(node.data_dir)}})
 
 

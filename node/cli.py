@@ -55,13 +55,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     args.name = args.name or saved.get("name")
     args.host = args.host or saved.get("host") or "127.0.0.1"
     args.port = args.port if args.port is not None else int(saved.get("port") or 0)
-    if args.auto_approve:
-        banner = "!" * 78
-        print(f"{banner}\n!! --auto-approve: this node approves EVERY job proposal it receives,\n"
-              f"!! from anyone who can reach {args.host}:{args.port or '(any port)'}. Use it "
-              f"only for demos and tests.\n{banner}", file=sys.stderr, flush=True)
     server = NodeServer(path, args.name or path.name, host=args.host, peer_port=args.port,
-                        admin_port=args.admin_port, auto_approve=args.auto_approve,
+                        admin_port=args.admin_port,
                         accept_reduced_isolation=args.accept_reduced_isolation,
                         mdns=not args.no_mdns, mdns_interfaces=args.mdns_interface or None,
                         warm_workers=args.warm_workers, max_parties=args.max_jobs,
@@ -293,12 +288,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from node.plans import KINDS
+    from node.plans import POLICY_KINDS
 
     client = _client(args)
     if args.action in ("add", "remove"):
-        kinds = ", ".join((*KINDS, "source"))
-        if not args.orchestrator or args.kind not in (*KINDS, "source"):
+        kinds = ", ".join(POLICY_KINDS)
+        if not args.orchestrator or args.kind not in POLICY_KINDS:
             raise ParleyError(f"write: parley policy {args.action} PEER KIND, where PEER is a "
                               f"paired peer's name or node id and KIND one of {kinds}")
         if args.action == "add":
@@ -552,8 +547,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="peer API port (default: the saved setting, else "
                    "any free)")
     p.add_argument("--admin-port", type=int, default=0, help="admin API port on 127.0.0.1")
-    p.add_argument("--auto-approve", action="store_true",
-                   help="approve every proposal without asking (demos and tests only)")
     p.add_argument("--accept-reduced-isolation", action="store_true",
                    help="run source jobs even where the OS offers no seccomp or Landlock")
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse over mDNS")
@@ -618,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "add", "remove"])
     p.add_argument("orchestrator", nargs="?", default="")
     p.add_argument("kind", nargs="?", default="",
-                   help="inference, train, statistics, or source (jailed code: think twice)")
+                   help="inference, train, statistics, source (jailed code: think twice), or "
+                        "any (every job from that peer: for your own nodes)")
 
     p = add("dry-run", cmd_dry_run, "run a job file as one party, through the same jail: on "
             "this node's data for the tags it holds, on mock data for the others; or a received "

@@ -19,6 +19,8 @@ from typing import Any
 
 from node import __version__, plans, review
 from node import proposal as proposals
+from node.address import looks_like_address, parse_address
+from node.audit import AuditLog
 from node.errors import (
     BudgetSpent,
     Forbidden,
@@ -30,8 +32,10 @@ from node.errors import (
 )
 from node.events import EventKind, EventLog, FailureKind, JobState, Role
 from node.files import write_atomic
+from node.identity import NodeIdentity
 from node.jail import ALL_LAYERS, lockdown, static
 from node.jobs import JobBook, JobRecord
+from node.peers import PeerBook
 from node.privacy import DEFAULT_MIN_ROWS, RevealLedger, check_min_rows, split_key
 from node.privacy import settings_of as privacy_settings
 from node.runner import (
@@ -44,6 +48,7 @@ from node.runner import (
     party_threads,
 )
 from node.store import Asset, Store
+from node.tls import PinnedSessions
 from node.trust import Trust
 
 __all__ = ["DEFAULT_WARM_WORKERS", "LoopProbe", "MAX_OUTPUT_LINES", "Node", "PARTY",
@@ -121,20 +126,24 @@ class _QueuedStart:
 
 class Node:
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1",
-                 auto_approve: bool = False, launcher: Any = None,
+                 launcher: Any = None,
                  accept_reduced_isolation: bool = False,
                  warm_workers: int = DEFAULT_WARM_WORKERS, max_parties: int | None = None,
                  tls_links: bool | None = None, min_rows: int | None = None) -> None:
         self.data_dir = data_dir
         self.name = name
         self.host = host
-        self.auto_approve = auto_approve
         self.confinement = lockdown.available()
         self.accept_reduced_isolation = accept_reduced_isolation
         self.events = EventLog(data_dir)
-        self.trust = Trust(data_dir, name, self.events)
+        # the node's parts: API handlers call the node's methods, the node calls its parts
+        identity = NodeIdentity.load_or_create(data_dir)
+        self.peer_book = PeerBook(data_dir, self.events)
+        self.audit = AuditLog(data_dir)
+        self.sessions = PinnedSessions(identity)  # HTTP client sessions to other nodes
+        self.trust = Trust(data_dir, name, self.events, identity=identity, peers=self.peer_book,
+                           audit=self.audit, sessions=self.sessions)
         self.node_id = self.trust.node_id
-        self.audit = self.trust.audit
         self.store = Store(data_dir)
         self.jobs = JobBook(data_dir, self.events)
         self.reveals = RevealLedger(data_dir)
@@ -184,6 +193,9 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.launcher.close()
         await self.trust.close()
+        await self.sessions.close()
+        self.peer_book.close()
+        self.audit.close()
         self.store.close()
         self.jobs.close()
         self.reveals.close()
@@ -314,14 +326,71 @@ class Node:
 
     def peers(self) -> list[dict[str, Any]]:
         """The peer book as the owner sees it, each with its name clash if any."""
-        book = self.trust.peers
+        book = self.peer_book
         return [p.public(book.name_clash(p)) for p in book.list()]
 
     def find_peer(self, name_or_id: str) -> Any:
-        return self.trust.peers.find(name_or_id)
+        return self.peer_book.find(name_or_id)
 
     def add_manual_peer(self, address: str) -> None:
-        self.trust.peers.add_manual(address)
+        self.peer_book.add_manual(address)
+
+    # -- pairing and proof of who sent a request (node/trust.py does the work) -------------
+    @property
+    def peer_port(self) -> int:
+        return self.trust.peer_port
+
+    async def authenticate(self, request: Any) -> str:
+        """The node id that signed a peer request (AuthError if none paired did)."""
+        return await self.trust.authenticate(request)
+
+    async def pair(self, target: str) -> Any:
+        """Ask a node to pair: at ``HOST:PORT``, or the peer seen under a name (then the node
+        at that address must prove it holds the key it was seen with)."""
+        if looks_like_address(target):
+            return await self.trust.start_pairing(*parse_address(target))
+        peer = self.find_peer(target)
+        return await self.trust.start_pairing(peer.host, peer.port, expect=peer.node_id)
+
+    def pairings(self) -> list[dict[str, Any]]:
+        return self.trust.list_pairings()
+
+    async def decide_pairing(self, pairing_id: str, confirm: bool) -> Any:
+        if confirm:
+            return await self.trust.confirm(pairing_id)
+        return await asyncio.to_thread(self.trust.reject, pairing_id)
+
+    def unpair(self, peer: str) -> Any:
+        return self.trust.unpair(peer)
+
+    def pairing_hello(self, body: Any, remote: str) -> dict[str, Any]:
+        return self.trust.hello(body, remote)
+
+    def pairing_reveal(self, pairing_id: str, body: Any) -> None:
+        self.trust.reveal(pairing_id, body)
+
+    async def pairing_confirmed_by_peer(self, pairing_id: str, request: Any) -> None:
+        await self.trust.remote_confirm(pairing_id, request)
+
+    async def unpaired_by_peer(self, request: Any) -> Any:
+        return await self.trust.unpaired_by_peer(request)
+
+    def audit_report(self, after: int = 0, kind: str | None = None, peer: str | None = None,
+                     job: str | None = None) -> dict[str, Any]:
+        """The audit log's entries after ``after`` (of one kind, naming one peer or one job),
+        with the check of its hash chain."""
+        report = self.audit.verify()
+        entries = self.audit.entries(after, kind)
+        if peer:
+            entries = [e for e in entries if peer in (
+                e["fields"].get("peer"), e["fields"].get("sender"),
+                e["fields"].get("orchestrator"), e["fields"].get("name"),
+                e["fields"].get("remote"))]
+        if job:
+            entries = [e for e in entries if e["fields"].get("job") == job]
+        return {"entries": entries, "verify": {
+            "ok": report.ok, "entries": report.entries, "first_bad_seq": report.first_bad_seq,
+            "problem": report.problem}}
 
     def status(self) -> dict[str, Any]:
         """What the owner's status bar shows; cheap enough to ask on every event."""
@@ -330,7 +399,7 @@ class Node:
         pending = self.jobs.list(role=PARTY, states=[JobState.AWAITING_APPROVAL])
         return {
             **self.identity(), "host": self.host, "port": self.trust.peer_port,
-            "auto_approve": self.auto_approve, "confinement": self.confinement,
+            "confinement": self.confinement,
             "accept_reduced_isolation": self.accept_reduced_isolation,
             "data_dir": str(self.data_dir), "catalog_version": self.store.catalog_version(),
             "event_seq": self.events.last_seq(), "version": __version__,
@@ -339,7 +408,7 @@ class Node:
             "warm_workers": self.launcher.status(),
             "loop": self.loop_probe.status(),
             "counts": {
-                "paired_peers": len(self.trust.peers.paired()),
+                "paired_peers": len(self.peer_book.paired()),
                 "running_jobs": len({j.id for j in running}),
                 "queued_jobs": len(queued),
                 "pending_proposals": len(pending),
@@ -415,11 +484,10 @@ class Node:
             self.audit.append("claim", job=job.id, sender=sender or "", **claim)
         logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator_id, rank,
                     kind)
-        if self.auto_approve:
-            job = self._approved(job.id, "approved automatically (node started with "
-                                         "--auto-approve)")
-        elif self.jobs.policy_allows(orchestrator_id, kind):
-            job = self._approved(job.id, f"approved by the owner's policy: {kind} jobs from "
+        policy = self.jobs.policy_allows(orchestrator_id, kind)
+        if policy is not None:
+            what = "every job" if policy == "any" else f"{kind} jobs"
+            job = self._approved(job.id, f"approved by the owner's policy: {what} from "
                                          f"{orchestrator} ({orchestrator_id})")
         # announced once decided: a proposal a policy approved never shows as waiting
         self.events.append(EventKind.PROPOSAL_ARRIVED, {
@@ -434,7 +502,7 @@ class Node:
         if node_id == self.node_id:
             return self.name
         try:
-            peer = self.trust.peers.get(node_id)
+            peer = self.peer_book.get(node_id)
         except UnknownPeer:
             return f"unknown node {node_id[:14]}"
         return peer.name if peer.paired else f"unpaired node {node_id[:14]}"
@@ -544,7 +612,7 @@ class Node:
         if peer in (self.name, self.node_id):  # jobs this node sends itself
             node_id, name = self.node_id, self.name
         else:
-            target = self.trust.peers.find(peer)
+            target = self.peer_book.find(peer)
             if not target.paired:
                 raise UnknownPeer(f"'{peer}' is not paired with this node; a standing approval "
                                   f"is only for a paired peer (`parley pair {peer}` first)")
@@ -558,7 +626,7 @@ class Node:
         if peer == self.name:
             node_id = self.node_id
         elif not any(p["node_id"] == peer for p in self.jobs.policies()):
-            node_id = self.trust.peers.find(peer).node_id
+            node_id = self.peer_book.find(peer).node_id
         if not self.jobs.remove_policy(node_id, kind):
             raise ProposalError(f"no policy approves {kind} jobs from {peer}; `parley policy "
                                 f"list` shows them")
@@ -676,7 +744,7 @@ class Node:
         mine = (me.cert_der_sha256, me.cert_path.read_text())
 
         def peer_cert(node_id: str) -> tuple[str, str]:
-            peer = self.trust.peers.get(node_id)
+            peer = self.peer_book.get(node_id)
             return cert_sha256(peer.cert_pem), peer.cert_pem
 
         peers = job_peers(p["parties"], rank, self.node_id, mine, peer_cert)
@@ -696,7 +764,7 @@ class Node:
         """How many parties of ``p`` run on this machine, this one included."""
         def host_of(node_id: str) -> str:
             try:
-                return self.trust.peers.get(node_id).host
+                return self.peer_book.get(node_id).host
             except ParleyError:
                 return ""
 

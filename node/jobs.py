@@ -254,11 +254,14 @@ class JobBook:
                                     "ORDER BY created_at").fetchall()
         return [{"node_id": o, "kind": k, "created_at": t} for o, k, t in rows]
 
-    def policy_allows(self, node_id: str, kind: str) -> bool:
+    def policy_allows(self, node_id: str, kind: str) -> str | None:
+        """The kind of the policy that approves a ``kind`` job from ``node_id``: ``kind``
+        itself, or "any"; None when no policy does."""
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM standing_approvals WHERE node_id=? AND kind=?",
+            row = self._db.execute("SELECT kind FROM standing_approvals WHERE node_id=? AND "
+                                   "kind IN (?, 'any') ORDER BY kind = 'any'",
                                    (node_id, kind)).fetchone()
-        return row is not None
+        return row[0] if row else None
 
     def take_name_policies(self) -> list[tuple[str, str]]:
         """Policies of an older version, keyed by a name: handed over once, then dropped."""

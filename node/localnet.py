@@ -27,7 +27,11 @@ class LocalNode:
 
     ``exec_prefix``: a command the node runs under, such as ``ip netns exec NS`` for a node in
     another network namespace; such a node is driven through its command line (``cli``,
-    ``json``), since its admin API listens on that namespace's loopback (``client`` is None)."""
+    ``json``), since its admin API listens on that namespace's loopback (``client`` is None).
+
+    ``auto_approve``: the node approves every job from itself and from each node it is paired
+    with by ``pair_with``, by a standing approval of kind "any" for each (the demo's, the
+    bench's and most tests' nodes): the same policies an owner sets, not a second path."""
 
     def __init__(self, name: str, data_dir: Path, auto_approve: bool = False,
                  extra_args: tuple[str, ...] = ("--no-mdns",), warm_workers: int | None = None,
@@ -51,8 +55,6 @@ class LocalNode:
                str(self.data_dir), "--name", self.name, *self.extra_args]
         if self.peer_url:  # a restart keeps the address its peers know
             cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
-        if self.auto_approve:
-            cmd.append("--auto-approve")
         if self.warm_workers is not None:
             cmd += ["--warm-workers", str(self.warm_workers)]
         log = os.fdopen(os.open(self.data_dir / "node.log", os.O_WRONLY | os.O_CREAT |
@@ -73,6 +75,8 @@ class LocalNode:
                                        else NodeClient(info["admin_url"], info["token"]))
                         self.peer_url = info["peer_url"]
                         self.node_id = info["id"]
+                        if self.auto_approve:  # the jobs it sends itself
+                            self.approve_all_from(self)
                         return self
                 except ValueError:
                     pass
@@ -119,6 +123,18 @@ class LocalNode:
             raise NodeUnreachable(f"pairing codes differ ({asked['code']} / {theirs['code']})")
         other.client.decide_pairing(asked["id"], confirm=True)
         self.client.decide_pairing(asked["id"], confirm=True)
+        if self.auto_approve:
+            self.approve_all_from(other)
+        if other.auto_approve:
+            other.approve_all_from(self)
+
+    def approve_all_from(self, other: LocalNode) -> None:
+        """A standing approval of every job from ``other`` (this node itself, or a paired
+        node): ``parley policy add OTHER any``, as an owner would set it for their own nodes."""
+        if self.client is not None:
+            self.client.add_policy(other.node_id, "any")
+        else:
+            self.json("policy", "add", other.node_id, "any")
 
     @property
     def pid(self) -> int:

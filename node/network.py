@@ -39,7 +39,7 @@ class Network:
         node_id = party["node_id"]
         url = self.url_of(party) + path
         data = json.dumps(body).encode() if body is not None else b""
-        session = self.trust.session(node_id, self.trust.pin_of(node_id))
+        session = self.node.sessions.get(node_id, self.trust.pin_of(node_id))
         headers = self.trust.signed_headers(method, url, data, node_id)
         try:
             async with session.request(method, url, data=data or None, headers=headers) as resp:
@@ -60,7 +60,7 @@ class Network:
         if party["node_id"] == self.node.node_id:
             return self.node.peer_url
         try:
-            return self.trust.peers.get(party["node_id"]).url
+            return self.node.peer_book.get(party["node_id"]).url
         except ParleyError:
             return party["url"]
 
@@ -68,7 +68,7 @@ class Network:
         """Every paired peer's catalog at once; slow peers are reported, not waited for."""
         me = {"name": self.node.name, "url": self.node.peer_url, "node_id": self.node.node_id}
         targets = [me] + [{"name": p.name, "url": p.url, "node_id": p.node_id}
-                          for p in self.trust.peers.paired()]
+                          for p in self.node.peer_book.paired()]
         query = "&".join(f"tag={quote(t)}" for t in tags)
         tasks = {asyncio.ensure_future(self.call("GET", t, f"/peer/v1/catalog?{query}")):
                  t for t in targets}
@@ -127,18 +127,18 @@ class Network:
     async def probe_manual(self) -> None:
         """Ask each manually added address who it is (an unauthenticated hello is not
         needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
-        for address in self.trust.peers.manual():
+        for address in self.node.peer_book.manual():
             try:
                 host, port = parse_address(address)
             except ProposalError:
                 continue  # stored before addresses were checked as they are now
             url = f"https://{format_address(host, port)}/peer/v1/whoami"
             try:
-                session = self.trust.session(None, None, with_cert=False)
+                session = self.node.sessions.get(None, None, with_cert=False)
                 async with session.get(url) as resp:
                     info = await resp.json(content_type=None)
                 self._silent.discard(address)
-                self.trust.peers.seen(info["node_id"], info["name"], host, int(port), "manual",
+                self.node.peer_book.seen(info["node_id"], info["name"], host, int(port), "manual",
                                       int(info.get("catalog_version", 0)))
             except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
                 if address not in self._silent:

@@ -67,7 +67,7 @@ class Orchestrator:
                     "node_id": self.node.node_id}
         if not isinstance(key, str):
             raise ProposalError("parties: name each party by its name or node id")
-        peer = self.trust.peers.find(key)
+        peer = self.node.peer_book.find(key)
         if not peer.paired:
             raise ProposalError(f"{peer.name} is not paired with this node; pair first with "
                                 f"`parley pair {peer.name}`")

@@ -34,6 +34,8 @@ from node.store import TAG_RULE, is_tag
 __all__ = ["KINDS", "STATS", "bindings", "epsilon_of", "render", "reveal_rows", "validate"]
 
 KINDS = ("inference", "train", "statistics")
+# what a standing approval (a policy) may cover: a plan kind, source code, or "any" job
+POLICY_KINDS = (*KINDS, "source", "any")
 STATS = ("count", "sum", "mean", "variance", "histogram")
 
 

@@ -201,7 +201,7 @@ class NodeServer:
     """A node with its two HTTP surfaces; ``start()`` binds them, ``stop()`` ends everything."""
 
     def __init__(self, data_dir: Path, name: str, host: str = "127.0.0.1", peer_port: int = 0,
-                 admin_port: int = 0, auto_approve: bool = False,
+                 admin_port: int = 0,
                  accept_reduced_isolation: bool = False, mdns: bool = True,
                  mdns_interfaces: list[str] | None = None, warm_workers: int | None = None,
                  max_parties: int | None = None, min_rows: int | None = None) -> None:
@@ -218,7 +218,6 @@ class NodeServer:
         self.host = host
         self.peer_port = peer_port
         self.admin_port = admin_port
-        self.auto_approve = auto_approve
         self.accept_reduced_isolation = accept_reduced_isolation
         self.token = secrets.token_urlsafe(24)
         self.node: Node | None = None
@@ -247,7 +246,7 @@ class NodeServer:
             stale.unlink()
         from node.core import DEFAULT_WARM_WORKERS
 
-        self.node = Node(self.data_dir, self.name, host=self.host, auto_approve=self.auto_approve,
+        self.node = Node(self.data_dir, self.name, host=self.host,
                          accept_reduced_isolation=self.accept_reduced_isolation,
                          warm_workers=(DEFAULT_WARM_WORKERS if self.warm_workers is None
                                        else self.warm_workers),
@@ -307,10 +306,10 @@ class NodeServer:
         async def on_event(event: Any) -> None:
             rec = event.record
             if event.kind == "removed":
-                await asyncio.to_thread(node.trust.peers.offline, rec.node_id,
+                await asyncio.to_thread(node.peer_book.offline, rec.node_id,
                                         rec.addresses or (rec.host,), rec.port)
             else:
-                await asyncio.to_thread(node.trust.peers.seen, rec.node_id, rec.name, rec.host,
+                await asyncio.to_thread(node.peer_book.seen, rec.node_id, rec.name, rec.host,
                                         rec.port, "mdns", rec.catalog_version, rec.addresses)
 
         self._browser = Browser(self._zeroconf, own_node_id=node.node_id, on_event=on_event)

@@ -28,8 +28,8 @@ import aiohttp
 from node.errors import PinMismatch
 from node.identity import NodeIdentity
 
-__all__ = ["add_trusted_cert", "client_ssl_context", "peer_cert_der", "peer_cert_sha256",
-           "pinned_fingerprint", "server_ssl_context"]
+__all__ = ["PinnedSessions", "add_trusted_cert", "client_ssl_context", "peer_cert_der",
+           "peer_cert_sha256", "pinned_fingerprint", "server_ssl_context"]
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -118,6 +118,33 @@ def client_ssl_context(identity: NodeIdentity | None, *,
     if expected_cert_sha256 is not None:
         ctx.expected_cert_sha256 = _normalise_sha256(expected_cert_sha256)
     return ctx
+
+
+class PinnedSessions:
+    """The node's HTTP client sessions to other nodes: one per pinned peer certificate
+    (aiohttp pools connections by TLS context), kept for the node's life and closed with it."""
+
+    def __init__(self, identity: NodeIdentity) -> None:
+        self.identity = identity
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def get(self, node_id: str | None, pin: str | None, with_cert: bool = True
+            ) -> aiohttp.ClientSession:
+        """The session for ``node_id`` whose server certificate must have sha256 ``pin``
+        (None: any); ``with_cert=False`` presents no client certificate (pairing)."""
+        key = f"{node_id}:{pin}:{with_cert}"
+        if key not in self._sessions:
+            ctx = client_ssl_context(self.identity if with_cert else None,
+                                     expected_cert_sha256=pin)
+            self._sessions[key] = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=15),
+                connector=aiohttp.TCPConnector(ssl=ctx))
+        return self._sessions[key]
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
 
 def pinned_fingerprint(expected_cert_sha256_hex: str) -> aiohttp.Fingerprint:

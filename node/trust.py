@@ -63,7 +63,7 @@ from node.identity import (
 )
 from node.peers import MAX_NAME_CHARS, Address, Peer, PeerBook
 from node.signing import RequestVerifier, sign_request
-from node.tls import add_trusted_cert, client_ssl_context, server_ssl_context
+from node.tls import PinnedSessions, add_trusted_cert, client_ssl_context, server_ssl_context
 from node.wire import canonical
 
 __all__ = ["FINISHED_KEEP_S", "MAX_FINISHED_KEPT", "MAX_PENDING_IN", "MAX_PENDING_PER_ADDRESS",
@@ -150,22 +150,31 @@ def _b64(raw: bytes) -> str:
 
 
 class Trust:
-    """One node's identity, its peers and everything that proves a request came from one."""
+    """Who is who, for one node: pairing, and the proof that a request came from a paired
+    node (signatures and their replay guard, pinned TLS, moves of paired peers verified).
 
-    def __init__(self, data_dir: Path, name: str, events: EventLog | None = None) -> None:
+    The node owns the parts it works with (its identity, the peer book, the audit log, the
+    HTTP sessions and the event log) and hands them in; a Trust made without them, as unit
+    tests do, makes its own from ``data_dir`` and closes them with itself."""
+
+    def __init__(self, data_dir: Path, name: str, events: EventLog | None = None, *,
+                 identity: NodeIdentity | None = None, peers: PeerBook | None = None,
+                 audit: AuditLog | None = None, sessions: PinnedSessions | None = None) -> None:
         self.name = name
-        self.identity = NodeIdentity.load_or_create(data_dir)
+        self.identity = identity or NodeIdentity.load_or_create(data_dir)
         self.node_id = self.identity.node_id
-        self.events = events or EventLog(data_dir)
-        self.peers = PeerBook(data_dir, self.events)
-        self.audit = AuditLog(data_dir)
+        self._owned: list[Any] = []  # the parts it made itself, closed with it
+        self.events = events if events is not None else self._own(EventLog(data_dir))
+        self.peers = peers if peers is not None else self._own(PeerBook(data_dir, self.events))
+        self.audit = audit if audit is not None else self._own(AuditLog(data_dir))
+        self.sessions = (sessions if sessions is not None
+                         else self._own(PinnedSessions(self.identity)))
         self.verifier = RequestVerifier(node_id=self.node_id, nonce_db=data_dir / "nonces.sqlite")
         self.server_ctx = server_ssl_context(
             self.identity, [self.identity.cert_pem] + [p.cert_pem for p in self.peers.paired()])
         self.pairings: dict[str, Pairing] = {
             p.id: p for p in map(Pairing.from_stored, self.peers.stored_pairings())}
         self.peer_port = 0
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
         # The loop this node runs on, if it was made on one: hints about paired peers' moves
         # arrive from worker threads and are verified there.
         try:
@@ -179,16 +188,20 @@ class Trust:
         self._last_sweep = 0.0
         self.peers.on_move_hint = self._on_move_hint
 
+    def _own(self, part: Any) -> Any:
+        self._owned.append(part)
+        return part
+
     async def close(self) -> None:
         self.peers.on_move_hint = None
         for task in list(self._verifiers.values()):
             task.cancel()
         await asyncio.gather(*self._verifiers.values(), return_exceptions=True)
-        for session in self._sessions.values():
-            await session.close()
-        self.peers.close()
-        self.audit.close()
         self.verifier.close()
+        for part in reversed(self._owned):
+            closed = part.close()
+            if asyncio.iscoroutine(closed):
+                await closed
 
     # -- who is who -----------------------------------------------------------------------
     def known_keys(self) -> dict[str, bytes]:
@@ -204,18 +217,6 @@ class Trust:
             raise AuthError(f"{peer.name} ({node_id}) is not paired with this node; pair first "
                             f"with `parley pair {peer.name}`", AuthReason.UNKNOWN_NODE)
         return peer.cert_sha256
-
-    def session(self, node_id: str | None, pin: str | None, with_cert: bool = True
-                ) -> aiohttp.ClientSession:
-        """One client session per pinned peer (aiohttp pools connections by TLS context)."""
-        key = f"{node_id}:{pin}:{with_cert}"
-        if key not in self._sessions:
-            ctx = client_ssl_context(self.identity if with_cert else None,
-                                     expected_cert_sha256=pin)
-            self._sessions[key] = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=15),
-                connector=aiohttp.TCPConnector(ssl=ctx))
-        return self._sessions[key]
 
     # -- where paired peers are ------------------------------------------------------------
     def _on_move_hint(self, node_id: str, candidates: list[Address]) -> None:
@@ -284,7 +285,7 @@ class Trust:
         to its certificate; else (False, why). The handshake proves the key: a node that does
         not hold the peer's private key cannot complete it with the peer's certificate."""
         try:
-            session = self.session(node_id, self.pin_of(node_id))
+            session = self.sessions.get(node_id, self.pin_of(node_id))
         except ParleyError as exc:  # not paired (any more)
             return False, exc.message
         try:
@@ -355,7 +356,7 @@ class Trust:
         try:
             shown = await _certificate_at(host, port)
             # pinned to the certificate just seen, so the hello reaches that same endpoint
-            session = self.session(None, cert_sha256(shown), with_cert=False)
+            session = self.sessions.get(None, cert_sha256(shown), with_cert=False)
             async with session.post(f"{base}/hello", json=me) as resp:
                 answer = await resp.json(content_type=None)
                 if resp.status >= 400:
@@ -372,7 +373,7 @@ class Trust:
         if cert_sha256(shown) != cert_sha256(pairing.cert_pem):
             raise PairingError("the peer's TLS certificate is not the one it claims; not pairing")
         pairing.my_nonce = nonce
-        reveal = self.session(pairing.node_id, cert_sha256(pairing.cert_pem), with_cert=False)
+        reveal = self.sessions.get(pairing.node_id, cert_sha256(pairing.cert_pem), with_cert=False)
         async with reveal.post(f"{base}/{pairing_id}/reveal", json={"nonce": nonce.hex()}) as resp:
             if resp.status >= 400:
                 raise PairingError(f"{pairing.name} refused the pairing: "
@@ -541,7 +542,7 @@ class Trust:
         url = (f"https://{format_address(pairing.host, pairing.port)}/peer/v1/pairing/"
                f"{pairing.id}/confirm")
         body = json.dumps({"code": pairing.code}).encode()
-        session = self.session(pairing.node_id, cert_sha256(pairing.cert_pem), with_cert=False)
+        session = self.sessions.get(pairing.node_id, cert_sha256(pairing.cert_pem), with_cert=False)
         try:
             async with session.post(url, data=body, headers=self.signed_headers(
                     "POST", url, body, pairing.node_id)) as resp:

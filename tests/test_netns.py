@@ -146,6 +146,8 @@ def test_pair_publish_and_run_a_three_party_job_across_namespaces(lan, tmp_path_
         assert len(request["code"]) == 6 and request["code"].isdigit()
         asked.json("pair", "--confirm", request["id"])
         assert asker.json("pair", "--confirm", request["id"])["state"] == "paired"
+        asker.approve_all_from(asked)  # each owner approves the other's jobs beforehand
+        asked.approve_all_from(asker)
     for node in lan:
         peers = {p["name"]: p for p in node.json("peers")}
         assert {k: p["state"] for k, p in peers.items()} == \

@@ -54,6 +54,28 @@ def test_statistics_plan_runs_by_policy_without_a_person(make_node, tmp_path):
     wait_until(lambda: nodes[1].client.jobs(role="party", states=["awaiting_approval"]), 20,
                "the source job in bob's inbox")
     nodes[0].client.cancel(job["id"], "test over")
+    # a policy of kind "any" (for an owner's own nodes) approves source code too, from that
+    # orchestrator's key only; it is the one way to approve without a person
+    for node in nodes:
+        node.client.add_policy("alice", "any")
+    job = nodes[0].client.submit(spec(nodes, source, [("wages", 0, "dataset")]))
+    done = nodes[0].client.wait(job["id"], timeout=JOB_TIMEOUT)
+    assert done["state"] == "succeeded", done["reason"]
+    assert results(done)[0] == pytest.approx(data[0].sum(), abs=0.05)
+    party = nodes[2].client.job(job["id"], role="party")
+    assert party["detail"]["approved_by"] == ("approved by the owner's policy: every job from "
+                                              f"alice ({nodes[0].node_id})")
+    assert {p["kind"] for p in nodes[2].client.policies()} == {"statistics", "any"}
+    bob_job = nodes[1].client.submit(spec(nodes, source, [("wages", 0, "dataset")]))
+    wait_until(lambda: [j for j in nodes[2].client.jobs(role="party",
+                                                         states=["awaiting_approval"])
+                        if j["id"] == bob_job["id"]], 20, "bob's source job in carol's inbox")
+    nodes[1].client.cancel(bob_job["id"], "test over")
+    # and a node cannot be started to approve everything from everyone
+    out = subprocess.run([sys.executable, "-m", "node.cli", "node", "--auto-approve",
+                          "--data-dir", str(tmp_path / "nobody")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "unrecognized arguments: --auto-approve" in out.stderr
 
 
 def test_training_and_inference_plans_with_review(make_node, tmp_path):

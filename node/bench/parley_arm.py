@@ -1,7 +1,8 @@
 """The Parley arm: the same computation as a job on real nodes, submit to result.
 
 Up to three ``parley node`` processes on the loopback (node/localnet.py), paired with each
-other, approving automatically (``--auto-approve``: approval is instant, and still measured).
+other, approving automatically (a policy of kind "any" for each: approval is instant, and
+still measured).
 Rank 0's node orchestrates. The inputs are published at their owners' nodes once; each run
 submits the workload's job source and waits for the result, then reads the job's detail: the
 orchestrator's phases (approval, run) and each party's timings, rounds and bytes.
