@@ -33,6 +33,7 @@ from gui.client import NodeConnection
 from gui.confirm_dialog import ConfirmDialog
 from gui.style import ERROR, OK, WARNING, status_style
 from node.address import url_address
+from node.display import safe
 from node.errors import NodeUnreachable, ParleyError
 
 logger = logging.getLogger(__name__)
@@ -283,8 +284,10 @@ class SettingsView(QWidget):
         table = self.policy_table
         table.setRowCount(len(self.policies))
         for row, policy in enumerate(self.policies):
-            for col, key in enumerate(("orchestrator", "kind")):
-                item = QTableWidgetItem(str(policy.get(key, "")))
+            kind = str(policy.get("kind", ""))
+            for col, text in enumerate((safe(str(policy.get("orchestrator", ""))),
+                                        "any (every job)" if kind == "any" else kind)):
+                item = QTableWidgetItem(text)
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 table.setItem(row, col, item)
             button = QPushButton("Remove")
@@ -323,14 +326,14 @@ class SettingsView(QWidget):
         self._show(f"The settings were not saved: {exc.message}", ERROR)
 
     def remove_policy(self, policy: dict[str, Any]) -> None:
-        who, kind = str(policy.get("orchestrator", "")), str(policy.get("kind", ""))
+        who, kind = safe(str(policy.get("orchestrator", ""))), str(policy.get("kind", ""))
         answer = ConfirmDialog.ask(
             self, "Remove standing approval",
             f"Stop approving {kind} jobs from {who} automatically? Their next proposal will "
             "wait for you in the Inbox.", [("remove", "Remove")])
         if answer != "remove":
             return
-        target = str(policy.get("node_id") or who)  # the key the approval is bound to
+        target = str(policy.get("node_id") or policy.get("orchestrator", ""))  # its key
         self.conn.delete("/policies", {"orchestrator": target, "kind": kind}).then(
             lambda _a: (self._show(f"Removed: {kind} jobs from {who} now wait for you."),
                         self._load_policies()),
