@@ -12,7 +12,7 @@ CRYPTEN := crypten==0.4.1
 PACKAGING := pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9
 PKG_STAMP := $(VENV)/.packaging
 
-.PHONY: demo test install bench screenshots package check-package clean
+.PHONY: demo test test-fast install bench screenshots package check-package clean
 
 # crypten is installed without its declared dependencies: Parley uses none of them. pip
 # would then print "ERROR: ... crypten 0.4.1 requires pandas, which is not installed" after
@@ -35,6 +35,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Only the tests that start no process (about 530, in about 90 s): for the edit-test loop.
+# make test runs these and the ones marked real.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not real"
 
 bench: $(STAMP)
 	$(BIN)/parley bench

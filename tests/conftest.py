@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,39 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from node.localnet import LocalNode, all_party_processes  # noqa: E402
+from tests.inprocess import AppNode, app_node  # noqa: E402
 
 JOB_TIMEOUT = 120
+
+# Fixtures that start real processes (nodes, parties): a test that uses one is marked
+# ``real``. ``make test`` runs every test; ``pytest -m "not real"`` the fast rest, which may
+# start no process at all (``_only_real_tests_start_processes``).
+REAL_FIXTURES = frozenset({"make_node"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
+
+@pytest.fixture(autouse=True)
+def _only_real_tests_start_processes(request: pytest.FixtureRequest,
+                                     monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test not marked ``real`` that starts a process fails, naming what it started."""
+    if request.node.get_closest_marker("real"):
+        yield
+        return
+    started: list[str] = []
+    popen_init = subprocess.Popen.__init__
+
+    def init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> None:
+        started.append(str(args)[:120])
+        popen_init(self, args, *rest, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", init)
+    yield
+    assert not started, f"this test started {started}: mark it @pytest.mark.real"
 
 
 def load_factor() -> float:
@@ -46,6 +78,14 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                 pytest.fail(f"timed out after {waited:.0f} s waiting for {what} (allowed "
                             f"{timeout:.0f} s on an idle machine, load {os.getloadavg()[0]:.1f})")
         time.sleep(interval)
+
+
+@pytest.fixture
+async def owner(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[AppNode]:
+    """An in-process node (tests/inprocess.py): the admin API's rules without processes."""
+    found = await app_node(tmp_path / "owner", aiohttp_client)
+    yield found
+    await found.node.close()
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ def _native_processes(root: Path) -> list[int]:
     return found
 
 
+@pytest.mark.real
 def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "node.cli", "bench", "--quick", "--out",
@@ -111,6 +112,7 @@ def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
     assert not _native_processes(tmp_path) and not parties_writing_under(tmp_path)
 
 
+@pytest.mark.real
 def test_an_unknown_workload_is_refused_with_the_names_to_choose_from():
     done = subprocess.run([sys.executable, "-m", "node.cli", "bench", "--workloads", "mul,nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
@@ -125,6 +127,7 @@ def _job(tmp_path: Path, source: str) -> NativeJob:
         "features": {"shape": [3, 2], "path": tmp_path / "x.npy"}}}}})
 
 
+@pytest.mark.real
 def test_a_native_party_that_fails_stops_the_others_and_is_named(tmp_path):
     source = ("def run(crypten):\n"
               "    x = crypten.load('x', 0)\n"
@@ -138,6 +141,7 @@ def test_a_native_party_that_fails_stops_the_others_and_is_named(tmp_path):
     assert not _native_processes(tmp_path)
 
 
+@pytest.mark.real
 def test_a_native_party_that_hangs_is_killed_at_the_deadline(tmp_path):
     source = ("def run(crypten):\n"
               "    x = crypten.load('x', 0)\n"
@@ -149,6 +153,7 @@ def test_a_native_party_that_hangs_is_killed_at_the_deadline(tmp_path):
     assert not _native_processes(tmp_path)
 
 
+@pytest.mark.real
 def test_a_port_taken_before_rank_0_listens_is_retried_on_another(tmp_path, monkeypatch):
     taken = socket.create_server(("127.0.0.1", 0))  # someone else's server, already listening
     ports = iter([taken.getsockname()[1]])
@@ -161,6 +166,7 @@ def test_a_port_taken_before_rank_0_listens_is_retried_on_another(tmp_path, monk
     assert figures.as_array(run.value(0)).item() == pytest.approx(6.0, abs=1e-3)
 
 
+@pytest.mark.real
 def test_a_native_run_reports_its_phases_rounds_and_result(tmp_path):
     run = run_native(_job(tmp_path, "def run(crypten):\n    x = crypten.load('x', 0)\n"
                                     "    return (x * x).sum().get_plain_text(dst=1)\n"),

@@ -48,8 +48,9 @@ ROWS, COLS = 5, 4
 FIXED_POINT_SCALE = 1 << 16  # CrypTen's default precision_bits = 16
 
 _NO_CAPTURE = can_capture()
-pytestmark = pytest.mark.skipif(_NO_CAPTURE is not None,
-                                reason=f"no loopback capture here: {_NO_CAPTURE}")
+pytestmark = [pytest.mark.real,  # every test here starts real processes
+              pytest.mark.skipif(_NO_CAPTURE is not None,
+                                 reason=f"no loopback capture here: {_NO_CAPTURE}")]
 
 
 # -- the private data and its encodings --------------------------------------------------------

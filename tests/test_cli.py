@@ -13,6 +13,8 @@ import pytest
 from node.cli import build_parser
 from tests.conftest import JOB_TIMEOUT
 
+pytestmark = pytest.mark.real  # every test here starts real processes
+
 
 def _commands() -> list[str]:
     """Every subcommand the parser has: a new command is covered without editing this test."""

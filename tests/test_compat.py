@@ -551,6 +551,7 @@ crypten.nn.from_onnx(io.BytesIO(path("alice_model.onnx").read_bytes()))
 
 
 @pytest.mark.parametrize("filters", ["unfiltered", "compat"])
+@pytest.mark.real
 def test_loading_a_model_prints_no_expected_warning(filters: str) -> None:
     """What parley bench's plain CrypTen parties printed six times (two per run)."""
     done = subprocess.run([sys.executable, "-c", _LOAD_MODEL, filters], capture_output=True,

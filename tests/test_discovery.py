@@ -188,6 +188,7 @@ def spawn() -> Iterator[Callable[..., PeerProcess]]:
 # -- 1. separate processes on the loopback ---------------------------------------------------
 
 
+@pytest.mark.real
 def test_loopback_peers_appear_update_and_say_goodbye(spawn: Callable[..., PeerProcess]) -> None:
     alice = spawn(f"t{PID}-alice", "alice", 7101)
     bob = spawn(f"t{PID}-bob", "bob", 7102)
@@ -231,6 +232,7 @@ def test_loopback_peers_appear_update_and_say_goodbye(spawn: Callable[..., PeerP
         ]
 
 
+@pytest.mark.real
 def test_loopback_killed_peer_expires_then_returns(spawn: Callable[..., PeerProcess]) -> None:
     alice = spawn(f"t{PID}-alice2", "alice", 7201, ttl=SHORT_TTL)
     bob = spawn(f"t{PID}-bob2", "bob", 7202, ttl=SHORT_TTL)
@@ -626,6 +628,7 @@ def _netns_list() -> list[str]:
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.real
 def test_three_namespaces_see_each_other(
     three_hosts: list[Namespace], spawn: Callable[..., PeerProcess]
 ) -> None:

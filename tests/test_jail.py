@@ -131,6 +131,7 @@ def party_log_of_last_run(owner: Owner) -> str:
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+@pytest.mark.real
 def test_attack_has_no_effect(owner: Owner, traps: dict[str, Any], attack: Attack) -> None:
     out = owner.dry_run(fill(attack, traps))
     report = os.environ.get("PARLEY_CORPUS_REPORT")  # figures for notes: who stopped what
@@ -154,6 +155,7 @@ def test_corpus_is_big_enough() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BENIGN))
+@pytest.mark.real
 def test_benign_job_runs_unchanged(owner: Owner, name: str) -> None:
     out = owner.dry_run(BENIGN[name])
     assert out["state"] == "succeeded", f"{name}: {out['reason']}"
@@ -185,6 +187,7 @@ RUNTIME_ALONE = ["subclasses-walk", "tensor-class-init-globals", "globals-of-api
 
 
 @pytest.mark.parametrize("name", RUNTIME_ALONE)
+@pytest.mark.real
 def test_runtime_layer_alone(owner: Owner, traps: dict[str, Any], name: str) -> None:
     """Layer 3 with the static check and the OS lockdown switched off (a test build)."""
     attack = next(a for a in ATTACKS if a.name == name)
@@ -199,6 +202,7 @@ OS_ALONE = ["open-write", "open-read", "socket-through-distributed", "subclasses
 
 
 @pytest.mark.parametrize("name", OS_ALONE)
+@pytest.mark.real
 def test_os_layer_alone(owner: Owner, traps: dict[str, Any], name: str) -> None:
     """Layer 4 with the static check and the runtime jail switched off: the process itself
     cannot write files, read outside the install, make sockets or start programs."""
@@ -213,6 +217,7 @@ def test_os_layer_alone(owner: Owner, traps: dict[str, Any], name: str) -> None:
     assert out["confinement"] and not out["confinement"].get("disabled")
 
 
+@pytest.mark.real
 def test_without_any_layer_the_corpus_would_bite(owner: Owner, traps: dict[str, Any]) -> None:
     """The harness can fail: with every layer off, the same attack does leave its marker."""
     attack = next(a for a in ATTACKS if a.name == "open-write")
@@ -221,6 +226,7 @@ def test_without_any_layer_the_corpus_would_bite(owner: Owner, traps: dict[str, 
 
 
 @pytest.mark.parametrize("kind", ["inference", "train-logistic", "train-mlp", "statistics"])
+@pytest.mark.real
 def test_rendered_plans_pass_every_layer(owner: Owner, kind: str) -> None:
     """What a node renders from a plan is ordinary jailed code: it must pass and run."""
     from node import plans
@@ -252,6 +258,7 @@ def test_rendered_plans_pass_every_layer(owner: Owner, kind: str) -> None:
         assert 0.0 <= float(decode(out["result"])["accuracy"]) <= 1.0
 
 
+@pytest.mark.real
 def test_confinement_is_recorded(owner: Owner) -> None:
     out = owner.dry_run(BENIGN["statistics"])
     assert out["state"] == "succeeded", out["reason"]

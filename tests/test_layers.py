@@ -34,6 +34,7 @@ def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.real
 def test_import_contracts_are_kept() -> None:
     result = _lint_imports(REPO)
     output = result.stdout + result.stderr
@@ -42,6 +43,7 @@ def test_import_contracts_are_kept() -> None:
         assert f"{name} KEPT" in output, output
 
 
+@pytest.mark.real
 def test_import_contracts_can_fail(tmp_path: Path) -> None:
     """The same contracts on a copy with a layer violation and a Qt import must both break."""
     for package in PACKAGES:

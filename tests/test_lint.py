@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.real  # every test here starts real processes
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = ("node", "gui", "discovery", "tests")
 

@@ -104,6 +104,7 @@ def test_available_reports_this_machine(offered: dict[str, Any]) -> None:
     assert offered["threads_now"] >= 1  # nothing was applied: the probe process lives on
 
 
+@pytest.mark.real
 def test_report_says_what_is_active(offered: dict[str, Any]) -> None:
     proc = run_child("""
         import ctypes, threading
@@ -133,6 +134,7 @@ def test_report_says_what_is_active(offered: dict[str, Any]) -> None:
         assert report["seccomp"] is True
 
 
+@pytest.mark.real
 def test_no_new_sockets_or_connections(offered: dict[str, Any]) -> None:
     need(offered, "seccomp")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -167,6 +169,7 @@ def test_no_new_sockets_or_connections(offered: dict[str, Any]) -> None:
         listener.close()
 
 
+@pytest.mark.real
 def test_no_new_processes_but_threads_work(offered: dict[str, Any]) -> None:
     need(offered, "seccomp")
     proc = run_child("""
@@ -202,6 +205,7 @@ def test_no_new_processes_but_threads_work(offered: dict[str, Any]) -> None:
         assert marker not in proc.stdout
 
 
+@pytest.mark.real
 def test_no_file_writes(offered: dict[str, Any], tmp_path: Path) -> None:
     need(offered, "seccomp")
     tmp_marker = Path("/tmp") / f"parley-lockdown-marker-{os.getpid()}-{time.time_ns()}"
@@ -234,6 +238,7 @@ def test_no_file_writes(offered: dict[str, Any], tmp_path: Path) -> None:
     assert not tmp_marker.exists()
 
 
+@pytest.mark.real
 def test_no_reads_outside_read_only_paths(offered: dict[str, Any], tmp_path: Path) -> None:
     need(offered, "landlock")
     token = f"CANARY-{os.getpid()}-{time.time_ns()}"
@@ -276,6 +281,7 @@ def test_no_reads_outside_read_only_paths(offered: dict[str, Any], tmp_path: Pat
     assert token not in proc.stdout and token not in proc.stderr
 
 
+@pytest.mark.real
 def test_no_signals_to_other_processes(offered: dict[str, Any]) -> None:
     need(offered, "seccomp")
     victim = subprocess.Popen(["sleep", "60"])
@@ -301,6 +307,7 @@ def test_no_signals_to_other_processes(offered: dict[str, Any]) -> None:
         victim.wait(5)
 
 
+@pytest.mark.real
 def test_limits_cannot_be_raised(offered: dict[str, Any]) -> None:
     need(offered, "seccomp")
     proc = run_child("""
@@ -320,6 +327,7 @@ def test_limits_cannot_be_raised(offered: dict[str, Any]) -> None:
     assert res["cpu_now"] == res["cpu_locked"]  # reading still works, and nothing moved
 
 
+@pytest.mark.real
 def test_cpu_limit_kills_a_busy_loop() -> None:
     t0 = time.monotonic()
     proc = run_child("""
@@ -337,6 +345,7 @@ def test_cpu_limit_kills_a_busy_loop() -> None:
     assert elapsed < 15, elapsed
 
 
+@pytest.mark.real
 def test_memory_hog_gets_memory_error() -> None:
     proc = run_child("""
         import numpy
@@ -363,6 +372,7 @@ def test_memory_hog_gets_memory_error() -> None:
     assert isinstance(res["as"], list) and res["as"][0] > 256 << 20  # headroom on top of now
 
 
+@pytest.mark.real
 def test_file_size_limit(tmp_path: Path) -> None:
     log = tmp_path / "party.log"
     proc = run_child(f"""
@@ -383,6 +393,7 @@ def test_file_size_limit(tmp_path: Path) -> None:
     assert log.stat().st_size <= 4096
 
 
+@pytest.mark.real
 def test_threads_and_maths_still_work(offered: dict[str, Any]) -> None:
     proc = run_child("""
         import numpy, threading, torch
@@ -489,6 +500,7 @@ def _readline(proc: subprocess.Popen[str], deadline: float) -> dict[str, Any]:
                 return json.loads(line)
 
 
+@pytest.mark.real
 def test_two_party_crypten_after_lockdown(tmp_path: Path, offered: dict[str, Any]) -> None:
     script = tmp_path / "party.py"
     script.write_text(f"REPO = {str(REPO)!r}\n" + PARTY)

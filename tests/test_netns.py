@@ -33,6 +33,8 @@ from netns import Namespace, NamespacesUnavailable, switched_namespaces
 from node.client import results
 from node.localnet import LocalNode, all_party_processes
 
+pytestmark = pytest.mark.real  # every test here starts real processes
+
 REPO = Path(__file__).resolve().parents[1]
 PORT = 7400
 NAMES = ("alice", "bob", "carol")

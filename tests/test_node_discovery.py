@@ -24,6 +24,7 @@ def _peers(node):
     return {p["name"]: p for p in node.client.peers()}
 
 
+@pytest.mark.real
 def test_nodes_appear_change_and_leave(tmp_path):
     alice = LocalNode("alice", tmp_path / "alice", extra_args=LOOPBACK_MDNS).start()
     bob = LocalNode("bob", tmp_path / "bob", extra_args=LOOPBACK_MDNS).start()
@@ -48,6 +49,7 @@ def test_nodes_appear_change_and_leave(tmp_path):
         bob.stop()
 
 
+@pytest.mark.real
 def test_a_new_key_under_a_paired_name_is_another_node(tmp_path):
     alice = LocalNode("alice", tmp_path / "alice", extra_args=LOOPBACK_MDNS).start()
     bob = LocalNode("bob", tmp_path / "bob", extra_args=LOOPBACK_MDNS).start()
@@ -120,6 +122,7 @@ def _row(node: LocalNode, node_id: str) -> dict:
     return row
 
 
+@pytest.mark.real
 def test_an_mdns_spoof_cannot_move_a_paired_peer_but_a_real_move_is_followed(mdns_nodes,
                                                                             tmp_path):
     alice, bob, mallory = mdns_nodes("alice"), mdns_nodes("bob"), mdns_nodes("mallory")
@@ -163,6 +166,7 @@ def test_an_mdns_spoof_cannot_move_a_paired_peer_but_a_real_move_is_followed(mdn
             if e["fields"].get("event") == "moved"] == [f"127.0.0.1:{_port(bob)}"]
 
 
+@pytest.mark.real
 def test_a_node_bound_to_one_address_announces_that_address_alone(tmp_path, monkeypatch):
     """``--host 127.0.0.1`` without ``--mdns-interface``: mDNS runs on 127.0.0.1 and announces
     it, never the LAN address where nothing listens. (zeroconf is forced onto the loopback

@@ -291,6 +291,7 @@ def _browse_loopback(ns: Namespace, node_id: str, timeout: float = 20) -> dict[s
         proc.wait(10)
 
 
+@pytest.mark.real
 def test_a_node_on_127_0_0_1_announces_only_that_and_stays_reachable(one_host, tmp_path):
     """The README on one machine: two nodes with ``--host 127.0.0.1`` and mDNS on their
     default interfaces, on a host that also has a LAN address (10.78.0.1)."""

@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import parties_writing_under
+
+pytestmark = pytest.mark.real  # every test here starts real processes
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -692,6 +692,7 @@ CRASHING_IMPORT = textwrap.dedent(
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 @pytest.mark.parametrize(("where", "leftover"), [("before-row", ".npy"), ("mid-write", ".tmp-")])
+@pytest.mark.real
 def test_killed_import_leaves_no_asset_and_reopen_cleans_up(
     tmp_path: Path, where: str, leftover: str
 ) -> None:

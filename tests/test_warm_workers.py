@@ -164,6 +164,7 @@ def _process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+@pytest.mark.real
 async def test_a_worker_importing_while_a_job_runs_waits_until_the_job_ends(tmp_path):
     import asyncio
 

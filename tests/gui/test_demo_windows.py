@@ -5,12 +5,15 @@ to the plaintext answer) with its cost chart filled."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gui import charts
 from gui.client import NodeConnection
 from gui.demo_windows import DemoConductor
 from gui.main_window import MainWindow
 from node.demo import plain_inference, start_nodes
+
+pytestmark = pytest.mark.real  # every test here starts real processes
 
 WAIT_MS = 240_000
 

@@ -12,6 +12,8 @@ from PySide6.QtWidgets import QApplication
 from gui.confirm_dialog import ConfirmDialog
 from gui.identicon import short_fingerprint
 
+pytestmark = pytest.mark.real  # every test here starts real processes
+
 WAIT_MS = 30_000
 
 
