@@ -81,7 +81,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 
 
 @pytest.fixture
-async def owner(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[AppNode]:
+async def node_app(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[AppNode]:
     """An in-process node (tests/inprocess.py): the admin API's rules without processes."""
     found = await app_node(tmp_path / "owner", aiohttp_client)
     yield found
