@@ -19,7 +19,7 @@ from typing import Any
 
 from node import __version__, plans, review
 from node import proposal as proposals
-from node.address import looks_like_address, parse_address
+from node.address import format_address, looks_like_address, parse_address
 from node.audit import AuditLog
 from node.errors import (
     BudgetSpent,
@@ -716,7 +716,8 @@ class Node:
         }
         if relay is not None:
             spec["links"] = {"local": relay.local, "control": [relay.low, relay.control_port],
-                             "token": relay.token, "relay": f"{self.host}:{relay.tls_port}"}
+                             "token": relay.token,
+                             "relay": format_address(self.host, relay.tls_port)}
             await asyncio.to_thread(self.jobs.update, job_id, PARTY, detail={"links": {
                 "tls": True, "relay_port": relay.tls_port, "party_local": relay.local}})
         start = _QueuedStart(spec, blobs, limits["time_s"], server, self._same_host(p), relay)

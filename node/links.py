@@ -182,7 +182,9 @@ class LinkRelay:
     def add_store_forwarder(self, host: str, port: int) -> int:
         """A local port on ``self.low`` that carries the party's store connection to rank 0's
         relay at ``host:port``."""
-        return self._call(self._forwarder(0, None, f"{host}:{port}"))
+        from node.address import format_address
+
+        return self._call(self._forwarder(0, None, format_address(host, port)))
 
     def close(self, settle_s: float = 1.0) -> None:
         """Stop; links still open get ``settle_s`` to see their ends close first (the party
@@ -291,7 +293,13 @@ class LinkRelay:
             return self._forwarders[key]
         if rank not in self._client_ctx:
             raise KeyError(f"rank {rank} is not another party of this job")
-        host, _, port = relay.rpartition(":")
+        from node.address import parse_address  # (the relay's side: the node)
+        from node.errors import ProposalError
+
+        try:
+            host, port = parse_address(relay)
+        except ProposalError as exc:
+            raise ValueError(exc.message) from None
         header = {"job": self.job_id, "to": "store"} if device is None else {
             "job": self.job_id, "to": "gloo", "port": device}
         line = json.dumps(header).encode() + b"\n"
@@ -306,7 +314,7 @@ class LinkRelay:
                     far = socket.socket(family, socket.SOCK_STREAM)
                     far.setblocking(False)
                     self._socks.add(far)
-                    await loop.sock_connect(far, (host.strip("[]"), int(port)))
+                    await loop.sock_connect(far, (host, port))
                     far.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     tls = _Tls(far, ctx, server_side=False)
                     await tls.handshake()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+from node.address import url_address
 from node.client import NodeClient, Party
 from node.errors import NodeUnreachable
 
@@ -54,7 +55,7 @@ class LocalNode:
         cmd = [*self.exec_prefix, sys.executable, "-m", "node.cli", "node", "--data-dir",
                str(self.data_dir), "--name", self.name, *self.extra_args]
         if self.peer_url:  # a restart keeps the address its peers know
-            cmd += ["--port", self.peer_url.rsplit(":", 1)[1]]
+            cmd += ["--port", str(url_address(self.peer_url)[1])]
         if self.warm_workers is not None:
             cmd += ["--warm-workers", str(self.warm_workers)]
         log = os.fdopen(os.open(self.data_dir / "node.log", os.O_WRONLY | os.O_CREAT |
