@@ -371,7 +371,8 @@ async def admin_job_dry_run(request: web.Request) -> web.Response:
     """A received proposal run here alone, on mock data shaped like the real assets."""
     node = request.app[NODE]
     job = await asyncio.to_thread(node.job, request.match_info["job"], PARTY)
-    shapes = await request.app[ORCHESTRATOR].network.schemas_elsewhere(job.proposal, job.rank)
+    network = request.app[ORCHESTRATOR].network
+    shapes = await network.schemas_elsewhere(job.proposal, job.party_rank)
     return web.json_response(await node.dry_run_proposal(job.id, shapes))
 
 

@@ -105,6 +105,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         dp = _dp_arg(args)
         if dp is not None:
             privacy["dp"] = dp
+    asset: dict[str, Any] | None
     if privacy:
         asset = client.update_asset(args.asset, privacy=privacy)
     else:

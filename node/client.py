@@ -19,11 +19,12 @@ import os
 import textwrap
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from node.errors import JobFailed, NodeUnreachable, error_from_problem
 from node.paths import data_dir as default_data_dir
@@ -87,7 +88,7 @@ class NodeClient:
         return self.call("GET", "/admin/v1/status")
 
     def assets(self, tags: Iterable[str] = ()) -> list[dict[str, Any]]:
-        query = "&".join(f"tag={urllib.request.quote(t)}" for t in tags)
+        query = "&".join(f"tag={urllib.parse.quote(t)}" for t in tags)
         return self.call("GET", "/admin/v1/assets" + (f"?{query}" if query else ""))["assets"]
 
     def publish(self, path: str | os.PathLike[str], tags: Iterable[str] = (), name: str | None
@@ -148,17 +149,17 @@ class NodeClient:
         return self.call("POST", f"/admin/v1/pairings/{pairing_id}/{action}", {})
 
     def unpair(self, peer: str) -> dict[str, Any]:
-        return self.call("DELETE", f"/admin/v1/peers/{urllib.request.quote(peer)}")
+        return self.call("DELETE", f"/admin/v1/peers/{urllib.parse.quote(peer)}")
 
     def search(self, tags: Iterable[str], timeout: float = 3.0) -> dict[str, Any]:
-        query = "&".join(f"tag={urllib.request.quote(t)}" for t in tags)
+        query = "&".join(f"tag={urllib.parse.quote(t)}" for t in tags)
         return self.call("GET", f"/admin/v1/search?{query}&timeout={timeout}",
                          timeout=timeout + 10)
 
     def audit(self, kind: str | None = None, peer: str | None = None, job: str | None = None
               ) -> dict[str, Any]:
         """The audit log, its chain verified; the entries of one kind, peer or job."""
-        query = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in
+        query = "&".join(f"{k}={urllib.parse.quote(v)}" for k, v in
                          (("kind", kind), ("peer", peer), ("job", job)) if v)
         return self.call("GET", "/admin/v1/audit" + (f"?{query}" if query else ""))
 
@@ -173,11 +174,11 @@ class NodeClient:
 
     def update_asset(self, asset_id: str, **changes: Any) -> dict[str, Any]:
         """Change an asset's name, tags, description or (a dataset's) privacy settings."""
-        return self.call("PATCH", f"/admin/v1/assets/{urllib.request.quote(asset_id)}",
+        return self.call("PATCH", f"/admin/v1/assets/{urllib.parse.quote(asset_id)}",
                          changes)
 
     def remove_asset(self, asset_id: str) -> dict[str, Any]:
-        return self.call("DELETE", f"/admin/v1/assets/{urllib.request.quote(asset_id)}")
+        return self.call("DELETE", f"/admin/v1/assets/{urllib.parse.quote(asset_id)}")
 
     # -- orchestrating ------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -231,17 +232,26 @@ def results(job: dict[str, Any]) -> dict[int, Any]:
     return {int(rank): decode(value) for rank, value in (job.get("result") or {}).items()}
 
 
+class JobFunction(Protocol):
+    """What ``run_multiworkers`` makes of a function: calling it runs the job and returns the
+    results by rank; ``spec`` is the job spec it submits."""
+
+    spec: dict[str, Any]
+
+    def __call__(self) -> dict[int, Any]: ...
+
+
 def run_multiworkers(parties: list[Party], *, client: NodeClient,
                      bindings: Iterable[tuple[str, int, str]] = (), result_to: Iterable[int] = (0,),
                      title: str = "", limits: dict[str, float] | None = None,
                      precision_bits: int | None = None, timeout: float = 900
-                     ) -> Callable[[Callable[..., Any]], Callable[[], dict]]:
+                     ) -> Callable[[Callable[..., Any]], JobFunction]:
     """Run the decorated function as a CrypTen job on ``parties`` (rank = position).
 
     ``precision_bits`` sets CrypTen's fixed-point precision for the job (default 16): more bits
     for inputs with small values under large weights, fewer for very large intermediates."""
 
-    def decorate(fn: Callable[..., Any]) -> Callable[[], dict[int, Any]]:
+    def decorate(fn: Callable[..., Any]) -> JobFunction:
         spec = {
             "title": title or fn.__name__, "parties": [p.spec() for p in parties],
             "source": job_source(fn), "entry": fn.__name__,
@@ -256,7 +266,7 @@ def run_multiworkers(parties: list[Party], *, client: NodeClient,
             job = client.submit(spec)
             return results(client.wait(job["id"], timeout=timeout))
 
-        run.spec = spec  # type: ignore[attr-defined]
-        return run
+        run.spec = spec  # type: ignore[attr-defined]  # a function object takes attributes
+        return cast(JobFunction, run)
 
     return decorate

@@ -153,6 +153,16 @@ def decode_fixed_point(self: FixedPointEncoder, tensor: torch.Tensor | None) -> 
     return nearest_integer_division(tensor, scale).data
 
 
+def _wait_all(requests: list[dist.Work | None]) -> None:
+    """Wait for each send or receive in turn. torch answers None instead of a request when
+    this rank is not in the group; the main group holds every rank, so that is a bug here."""
+    for request in requests:
+        if request is None:
+            raise RuntimeError("a send or receive was not started: this rank is not in the "
+                               "main process group")
+        request.wait()
+
+
 def _reduce_by_sends(self: Any, input: Any, dst: int, op: Any = None, batched: bool = False
                      ) -> Any:
     """Reduce to ``dst`` so that no other rank ever holds a partial result (fix 5).
@@ -174,17 +184,14 @@ def _reduce_by_sends(self: Any, input: Any, dst: int, op: Any = None, batched: b
                                 * (world - 1 if rank == dst else 1))
     tic = time.perf_counter()
     if rank != dst:
-        for request in [dist.isend(t.data, dst, group=self.main_group) for t in tensors]:
-            request.wait()
+        _wait_all([dist.isend(t.data, dst, group=self.main_group) for t in tensors])
         result = None
     else:
         out = [t.clone().data for t in tensors]
         sources = [src for src in range(world) if src != dst]
         received = {(src, i): torch.empty_like(t) for src in sources for i, t in enumerate(out)}
-        requests = [dist.irecv(buf, src, group=self.main_group)
-                    for (src, _), buf in received.items()]
-        for request in requests:
-            request.wait()
+        _wait_all([dist.irecv(buf, src, group=self.main_group)
+                   for (src, _), buf in received.items()])
         for (_, i), share in received.items():  # in rank order: the same sum everywhere
             if op == dist.ReduceOp.SUM:
                 out[i] += share
@@ -426,12 +433,12 @@ def use_links(links: dict[str, Any]) -> None:
 
         def __init__(self, store: Any, rank: int, size: int,
                      timeout: timedelta = timedelta(minutes=30)) -> None:
-            options = real._Options()
+            options = real._Options()  # type: ignore[attr-defined]  # the stubs say Options
             options._devices = [real.create_device(hostname=local)]
             options._timeout = timeout
             super().__init__(store, rank, size, options)
 
-    c10d.ProcessGroupGloo = _LocalGloo
+    c10d.ProcessGroupGloo = _LocalGloo  # type: ignore[misc]  # patching torch's class on purpose
 
 
 def end_links() -> None:

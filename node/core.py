@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,7 @@ class Node:
             raise Forbidden(f"only the node that orchestrated {job.id} may do that")
 
     # -- assets -------------------------------------------------------------------------
-    async def publish(self, path: str, *, name: str | None = None, tags: list[str] = (),
+    async def publish(self, path: str, *, name: str | None = None, tags: Sequence[str] = (),
                       description: str = "", label_column: str | None = None,
                       import_id: str | None = None, privacy: dict[str, Any] | None = None
                       ) -> Asset:
@@ -245,7 +246,8 @@ class Node:
         try:
             asset = await asyncio.to_thread(call)
         finally:
-            self._imports.pop(import_id, None)
+            if import_id is not None:
+                self._imports.pop(import_id, None)
         self._asset_event(EventKind.ASSET_PUBLISHED, asset)
         return asset
 
@@ -418,7 +420,7 @@ class Node:
             },
         }
 
-    def catalog(self, tags: list[str] = ()) -> dict[str, Any]:
+    def catalog(self, tags: Sequence[str] = ()) -> dict[str, Any]:
         return {"node": self.identity(), "catalog_version": self.store.catalog_version(),
                 "assets": [a.public() for a in self.store.list(tags)]}
 
@@ -667,13 +669,13 @@ class Node:
         p = job.proposal
         if job.rank != 0 and not rendezvous:
             raise ProposalError("rendezvous: the address of rank 0 is needed to start")
-        assets, blob_index, blobs = await self._assets_for(p, job.rank)
+        assets, blob_index, blobs = await self._assets_for(p, job.party_rank)
         limits = proposals.limits(p)
         world = len(p["parties"])
         server = relay = None
         party_rendezvous = rendezvous
         if self.tls_links and world > 1:
-            relay = await self._start_relay(job_id, job.rank, p)
+            relay = await self._start_relay(job_id, job.party_rank, p)
         try:
             if job.rank == 0:  # the parties' store, for the job's key only
                 from node.rendezvous import RendezvousServer, rendezvous_url
@@ -725,7 +727,7 @@ class Node:
             await self._launch(job_id, start)
             return {"rendezvous": rendezvous, "state": "starting"}
         busy = len(self._runs)
-        await asyncio.to_thread(self._record_queued, job_id, job.rank, busy)
+        await asyncio.to_thread(self._record_queued, job_id, job.party_rank, busy)
         self._queue[job_id] = start  # in the order starts arrive (see Orchestrator._start)
         self._start_queued()  # room may have freed while the record was written
         return {"rendezvous": rendezvous, "state": "queued"}
@@ -1053,12 +1055,13 @@ class Node:
                 asset = await asyncio.to_thread(self.store.by_tag, b["tag"])
                 schema = asset.schema
             else:
-                schema = schemas_elsewhere.get(b["tag"])
-                if schema is None:
+                elsewhere = schemas_elsewhere.get(b["tag"])
+                if elsewhere is None:
                     holder = proposals.party_of(p, b["rank"])["name"]
                     return _dry_run_refused(
                         "refused", f"the shape of '{b['tag']}' held by {holder} is unknown: its "
                         f"node did not say (it must be paired and online); try again later")
+                schema = elsewhere
             if b["kind"] == "model":
                 parts = {"model": await asyncio.to_thread(mock_model, schema, seed)}
             else:
@@ -1087,7 +1090,7 @@ class Node:
             raise JobStateError(f"job {job_id} releases no result from rank {job.rank}")
         value = job.result["value"]
         self.audit.append("release", job=job_id, to=sender or "orchestrator", rank=job.rank)
-        return {"value": value, "signature": self.trust.sign_result(job_id, job.rank, value)}
+        return {"value": value, "signature": self.trust.sign_result(job_id, job.party_rank, value)}
 
     def write_runtime_file(self, admin_url: str, token: str) -> Path:
         """Where the CLI and the GUI find this node: admin URL and token (owner-only file)."""

@@ -93,8 +93,8 @@ class CsvTable:
 
     columns: list[str]
     shape: tuple[int, int]
-    features: bytearray
-    labels: bytearray | None
+    features: bytes | bytearray
+    labels: bytes | bytearray | None
 
 
 class _NpyBuilder:
@@ -119,7 +119,7 @@ class _NpyBuilder:
 
     def add(self, block: np.ndarray) -> None:
         if block.size:
-            self.data += memoryview(np.ascontiguousarray(block, dtype="<f4")).cast("B")
+            self.data += np.ascontiguousarray(block, dtype="<f4").data.cast("B")
             self.rows += block.shape[0]
 
     def finish(self) -> bytearray:
@@ -163,8 +163,8 @@ def read_csv(
                         if progress is not None:
                             progress(raw.tell(), total)
                     break
-                table = _parse_plain(data, len(header))
-                tables = [table] if table is not None else _parse_records(
+                plain = _parse_plain(data, len(header))
+                tables = [plain] if plain is not None else _parse_records(
                     fname, header, io.StringIO(data, newline=""), line)
                 for table in tables:
                     _add_table(table, at, features, labels)

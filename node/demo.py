@@ -192,7 +192,7 @@ def start_nodes(base: Path, say: Callable[[str], None] = print) -> list[LocalNod
         for node in nodes:
             files = PUBLISHED[node.name]
             for filename, tags, label in files:
-                node.client.publish(resource(filename), tags=tags, label_column=label)
+                node.api.publish(resource(filename), tags=tags, label_column=label)
             say(f"  {node.name} published " + ", ".join(f for f, _, _ in files))
     except BaseException:
         for node in nodes:
@@ -208,7 +208,7 @@ def job_specs(alice: LocalNode, bob: LocalNode, carol: LocalNode
     def spec(title: str, fn: Callable[..., Any], parties: list[LocalNode],
              bindings: list[tuple[str, int, str]], result_to: int,
              precision_bits: int | None = None) -> tuple[str, dict[str, Any], int]:
-        job = run_multiworkers([p.party for p in parties], client=carol.client,
+        job = run_multiworkers([p.party for p in parties], client=carol.api,
                                bindings=bindings, result_to=[result_to], title=title,
                                precision_bits=precision_bits)(fn)
         return title, job.spec, result_to

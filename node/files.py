@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["fsync_dir", "write_atomic"]
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, exclusive: bool = False,
+def write_atomic(path: Path, data: bytes | bytearray, mode: int = 0o600, *, exclusive: bool = False,
                  prefix: str = ".", sync_folder: bool = True) -> bool:
     """Put ``data`` at ``path`` (permissions ``mode``, whatever the umask). ``exclusive``:
     only if ``path`` does not exist yet; False then, with nothing written (two processes

@@ -18,6 +18,7 @@ with the node.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -80,6 +81,13 @@ class JobRecord:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def party_rank(self) -> int:
+        """The rank this node plays in a party job; a job it orchestrates has none."""
+        if self.rank is None:
+            raise JobStateError(f"job {self.id} is a {self.role} job here: it has no party rank")
+        return self.rank
 
     @property
     def orchestrator_name(self) -> str:
@@ -204,7 +212,7 @@ class JobBook:
                                  "role = ?", (json.dumps(merged), time.time(), job_id, role))
                 self.add_event(job_id, role, "detail", detail)
 
-    def fail_interrupted(self) -> list[str]:
+    def fail_interrupted(self) -> builtins.list[str]:
         """At start: a party that was live when the node stopped died with it. (A job this
         node orchestrated is picked up again: Orchestrator.resume_interrupted.)"""
         live = [r for r in self.list(role="party")
@@ -248,7 +256,7 @@ class JobBook:
             self.events.append(EventKind.POLICY_REMOVED, {"node_id": node_id, "kind": kind})
         return cur.rowcount > 0
 
-    def policies(self) -> list[dict[str, Any]]:
+    def policies(self) -> builtins.list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT node_id, kind, created_at FROM standing_approvals "
                                     "ORDER BY created_at").fetchall()
@@ -263,7 +271,7 @@ class JobBook:
                                    (node_id, kind)).fetchone()
         return row[0] if row else None
 
-    def take_name_policies(self) -> list[tuple[str, str]]:
+    def take_name_policies(self) -> builtins.list[tuple[str, str]]:
         """Policies of an older version, keyed by a name: handed over once, then dropped."""
         with self._lock:
             exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "

@@ -48,7 +48,7 @@ class LocalNode:
         self.peer_url = ""
         self.node_id = ""
 
-    def start(self, timeout: float = 60) -> LocalNode:
+    def start(self, timeout: float = 60) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         info_file = self.data_dir / "node.json"
         info_file.unlink(missing_ok=True)
@@ -106,6 +106,16 @@ class LocalNode:
     def party_logs(self) -> str:
         return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}"
                          for p in sorted((self.data_dir / "party-logs").glob("*.log")))
+
+    @property
+    def api(self) -> NodeClient:
+        """``client``, or NodeUnreachable for a node not started or one in another network
+        namespace (``exec_prefix``), which is driven through ``cli`` and ``json`` instead."""
+        if self.client is None:
+            why = (f"it runs under {' '.join(self.exec_prefix)}; use cli() or json()"
+                   if self.exec_prefix else "it is not started")
+            raise NodeUnreachable(f"node {self.name} has no admin API client: {why}")
+        return self.client
 
     @property
     def party(self) -> Party:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
@@ -546,7 +547,7 @@ class Orchestrator:
             if len(ended) == len(p["parties"]):
                 return cause
 
-    async def _cancel_all(self, p: dict[str, Any], reason: str, skip: set[int] = frozenset()
+    async def _cancel_all(self, p: dict[str, Any], reason: str, skip: Collection[int] = frozenset()
                           ) -> None:
         async def one(party: dict[str, Any]) -> None:
             try:

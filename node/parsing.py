@@ -34,7 +34,6 @@ def load_npy(source: Path | str | bytes | bytearray | memoryview, **kwargs: Any
              ) -> np.ndarray:
     """``numpy.load`` of one .npy array (a path or the file's bytes), never unpickling, one
     header parse at a time. ``kwargs`` go to ``numpy.load`` (``mmap_mode``)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
+    file = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     with _AST_LOCK:
-        return np.load(source, allow_pickle=False, **kwargs)
+        return np.load(file, allow_pickle=False, **kwargs)

@@ -29,6 +29,7 @@ its groups right after the rendezvous).
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
 import resource
@@ -38,7 +39,7 @@ import threading
 import time
 import traceback
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 _T0 = time.perf_counter()
 _channel = os.fdopen(os.dup(1), "w", buffering=1)  # events; fd 1 is pointed at stderr below
@@ -85,7 +86,9 @@ def _watch_life_line() -> None:
     """Exit when stdin closes: the node is gone or wants us gone."""
 
     def watch() -> None:
-        while sys.stdin.buffer.read1(4096):
+        # the node's pipe: a buffered reader (typeshed says only BinaryIO, which has no read1)
+        stdin = cast(io.BufferedReader, sys.stdin.buffer)
+        while stdin.read1(4096):
             pass
         os._exit(3)
 

@@ -20,6 +20,7 @@ visible (there are only as many as the owner unpaired).
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +55,8 @@ FORGET_AFTER_S = 600.0
 MANUAL_OFFLINE_AFTER_S = 75.0
 
 Address = tuple[str, int]
+# a row of the peers table as _rows reads it: Peer's fields up to online (an INTEGER), paired_at
+_PeerRow = tuple[str, str, str, int, str, str, str, str, str, int, float, int, float | None]
 
 
 @dataclass
@@ -122,16 +125,16 @@ class PeerBook:
 
     def _rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[Peer]:
         with self._lock:
-            rows = self._db.execute(f"SELECT node_id, name, host, port, state, source, "
-                                    f"public_key, cert_pem, cert_sha256, catalog_version, "
-                                    f"last_seen, online, paired_at FROM peers {where} "
-                                    f"ORDER BY name, node_id", args).fetchall()
+            rows: list[_PeerRow] = self._db.execute(
+                f"SELECT node_id, name, host, port, state, source, public_key, cert_pem, "
+                f"cert_sha256, catalog_version, last_seen, online, paired_at FROM peers {where} "
+                f"ORDER BY name, node_id", args).fetchall()
         return [Peer(*r[:11], bool(r[11]), r[12]) for r in rows]
 
     def list(self) -> list[Peer]:
         return self._rows()
 
-    def paired(self) -> list[Peer]:
+    def paired(self) -> builtins.list[Peer]:
         return self._rows("WHERE state = 'paired'")
 
     def get(self, node_id: str) -> Peer:
@@ -202,7 +205,7 @@ class PeerBook:
             self._announce(EventKind.PEER_FOUND, peer)  # moved or renamed
         return peer
 
-    def _seen_paired(self, peer: Peer, candidates: list[Address], catalog_version: int,
+    def _seen_paired(self, peer: Peer, candidates: builtins.list[Address], catalog_version: int,
                      now: float) -> Peer:
         if not peer.at(candidates):
             if self.on_move_hint is not None:
@@ -276,7 +279,7 @@ class PeerBook:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO pairings VALUES (?, ?)", (pairing_id, data))
 
-    def stored_pairings(self) -> list[str]:
+    def stored_pairings(self) -> builtins.list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT data FROM pairings")]
 
@@ -286,7 +289,7 @@ class PeerBook:
                                  [(i,) for i in pairing_ids])
 
     # -- forgetting peers nobody sees any more ------------------------------------------
-    def sweep(self, keep: Iterable[str] = (), now: float | None = None) -> list[Peer]:
+    def sweep(self, keep: Iterable[str] = (), now: float | None = None) -> builtins.list[Peer]:
         """Mark silent manual peers offline and forget never-paired peers unseen for
         ``FORGET_AFTER_S``; ``keep``: node ids with a pairing request pending. Returns the
         forgotten ones (each also a ``peer.lost`` event with ``forgotten: true``)."""
@@ -316,6 +319,6 @@ class PeerBook:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO manual VALUES (?, ?)", (address, time.time()))
 
-    def manual(self) -> list[str]:
+    def manual(self) -> builtins.list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT address FROM manual ORDER BY added_at")]

@@ -109,7 +109,7 @@ def validate(plan: Any, parties: int) -> dict[str, Any]:
         for i, ref in enumerate(data):
             _ref(ref, f"data[{i}]", parties)
         stats = plan.get("stats")
-        _need(isinstance(stats, list) and stats and all(s in STATS for s in stats), "stats",
+        _need(isinstance(stats, list) and bool(stats) and all(s in STATS for s in stats), "stats",
               f"must list some of {', '.join(STATS)}")
         if "histogram" in stats:
             hist = plan.get("histogram")

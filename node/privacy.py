@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from node import db
 from node.errors import BudgetSpent, StoreError
@@ -79,7 +79,7 @@ def check_dp(value: Any, columns: int) -> dict[str, Any] | None:
     return {"epsilon": float(eps), "bounds": [[float(lo), float(hi)] for lo, hi in bounds]}
 
 
-def _number(x: Any) -> bool:
+def _number(x: Any) -> TypeGuard[int | float]:
     return (isinstance(x, (int, float)) and not isinstance(x, bool)
             and math.isfinite(float(x)))
 

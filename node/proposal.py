@@ -162,9 +162,9 @@ def validate(p: Any) -> dict[str, Any]:
           "unknown key")
     if code["kind"] == "plan":
         plan = code["plan"]
-        key = lambda b: (b["tag"], b["rank"], b["kind"])  # noqa: E731
-        _need(sorted(map(key, bindings)) == sorted(map(key, plans.bindings(plan))), "bindings",
-              "must be the ones the plan implies")
+        ident = lambda b: (b["tag"], b["rank"], b["kind"])  # noqa: E731
+        _need(sorted(map(ident, bindings)) == sorted(map(ident, plans.bindings(plan))),
+              "bindings", "must be the ones the plan implies")
         _need(reveal["to"] == [plan["output_to"]] and not reveal["everyone"], "reveal",
               "must reveal to the plan's output_to only")
     limits = p.get("limits", {})
@@ -259,10 +259,11 @@ def expectation_problem(b: dict[str, Any], schema: dict[str, Any], stated_only: 
         shown = ["any" if w is None else w for w in want]
         return f"has shape {shape}, but the job expects {shown}"
     label = schema.get("label")
-    if (expect.get("labels") or expect.get("label_shape") is not None) and not label:
-        return "has no label column, but the job expects labels"
     want = expect.get("label_shape")
-    if want is not None and not _fits(want, label.get("shape") or [shape[0]]):
+    if not label:
+        if expect.get("labels") or want is not None:
+            return "has no label column, but the job expects labels"
+    elif want is not None and not _fits(want, label.get("shape") or [shape[0]]):
         shown = ["any" if w is None else w for w in want]
         return (f"has labels of shape {label.get('shape') or [shape[0]]}, but the job expects "
                 f"{shown}")

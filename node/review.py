@@ -17,6 +17,7 @@ run time and refuses what falls below a dataset's minimum: node/jail/lineage.py)
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from typing import Any
 
 from node import architecture, plans
@@ -53,8 +54,8 @@ def _total_iterations(loops: list[Any]) -> int | None:
 
 
 def build(p: dict[str, Any], rank: int, store: Any, last_approved: str | None,
-          names: dict[str, Any], claims: list[dict[str, Any]] = (),
-          budgets: list[str] = ()) -> dict[str, Any]:
+          names: dict[str, Any], claims: Sequence[dict[str, Any]] = (),
+          budgets: Sequence[str] = ()) -> dict[str, Any]:
     """Review material for the party of ``rank``; raises JailRejected for refused source.
 
     ``names`` is what this node calls the orchestrator and each rank (from its own peer
@@ -143,9 +144,9 @@ def _rows_of_reveals(p: dict[str, Any], reveals: list[dict[str, Any]],
     code = p["code"]
     declared = plans.reveal_rows(code["plan"]) if code["kind"] == "plan" else None
     if declared is None or len(declared) != len(reveals):
-        need = sorted({proposals.min_rows_of(b) for b in datasets.values()})
+        minimums = sorted({proposals.min_rows_of(b) for b in datasets.values()})
         rule = (f"each reveal to anyone but a dataset's owner must aggregate at least "
-                f"{need[0]} of its rows" if len(need) == 1 else
+                f"{minimums[0]} of its rows" if len(minimums) == 1 else
                 "each reveal to anyone but a dataset's owner must aggregate at least its "
                 "minimum of rows (" + ", ".join(
                     f"{tag}: {proposals.min_rows_of(b)}" for (tag, _), b in datasets.items())

@@ -388,7 +388,7 @@ class Store:
     def _blob_path(self, blob: str) -> Path:
         return self.blobs_dir / blob[:2] / blob
 
-    def _put_blob(self, data: bytes, ext: str, written: list[Path]) -> str:
+    def _put_blob(self, data: bytes | bytearray, ext: str, written: list[Path]) -> str:
         """Store ``data`` under its hash, atomically; a blob already there is kept as it is.
 
         Call with the write lock held. A blob under its final name is always complete (it got

@@ -8,6 +8,7 @@ last one: a warm worker being refilled, a database being written.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -148,7 +149,7 @@ class Session:
                 else:
                     os.environ["PARLEY_TLS_LINKS"] = before
             for w in self.chosen:
-                arm.publish(w, lambda item, w=w: w.file(self.data, item))
+                arm.publish(w, functools.partial(w.file, self.data))
         measured.warm_pool = self.arm.warm_workers()
         return measured
 

@@ -59,8 +59,8 @@ def run(epsilons: tuple[float, ...] = (0.1, 1.0, 10.0), repeats: int = 5,
             path = base / f"{node.name}.csv"
             np.savetxt(path, values, delimiter=",", header=",".join(COLUMNS), comments="",
                        fmt="%.1f")
-            node.client.publish(path, tags=["wages"], dp={"epsilon": budget, "bounds": BOUNDS})
-        client = nodes[0].client
+            node.api.publish(path, tags=["wages"], dp={"epsilon": budget, "bounds": BOUNDS})
+        client = nodes[0].api
         for eps in epsilons:
             errors, seconds = [], []
             for _ in range(repeats):

@@ -102,7 +102,7 @@ def compare_results(native: Any, parley: Any, plain: Any, rtol: float = RTOL
 def compare_fingerprints(native: list[dict[str, int]], parley: list[dict[str, int]]
                          ) -> dict[str, Any]:
     """Rounds and bytes each party sent, native against Parley: equal, or by how much not."""
-    parties = []
+    parties: list[dict[str, Any]] = []
     for rank, (n, p) in enumerate(zip(native, parley)):
         parties.append({"rank": rank, "native": n, "parley": p,
                         "extra_rounds": p["rounds"] - n["rounds"],

@@ -175,7 +175,7 @@ def compute(config: dict[str, Any], report: dict[str, Any]) -> None:
 def main() -> None:
     with open(sys.argv[1]) as f:
         config = json.load(f)
-    report = {"rank": int(os.environ.get("RANK", "-1")), "started": STARTED,
+    report: dict[str, Any] = {"rank": int(os.environ.get("RANK", "-1")), "started": STARTED,
               "imported": IMPORTED, "import_s": IMPORTED - STARTED}
     code = 0
     try:

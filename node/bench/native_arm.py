@@ -84,6 +84,7 @@ def party_config(job: NativeJob, rank: int, report: Path) -> dict[str, Any]:
     for tag, holders in job.inputs.items():
         for holder, entry in holders.items():
             own = int(holder) == rank
+            told: dict[str, Any]
             if entry["kind"] == "model":
                 told = {"kind": "model", "path": str(entry["path"] if own else entry["arch"])}
             else:

@@ -166,7 +166,7 @@ class ParleyArm:
     def warm_workers(self) -> dict[str, Any] | None:
         """The first node's warm pool as its status reports it (None: no such report)."""
         try:
-            status = self.nodes[0].client.status()  # type: ignore[union-attr]
+            status = self.nodes[0].api.status()
         except Exception:  # noqa: BLE001 - a figure for the report, nothing depends on it
             return None
         pool = status.get("warm_workers")

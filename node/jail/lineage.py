@@ -134,8 +134,9 @@ def combine(inputs: Iterable[tuple[Lineage, int]], out_ndim: int) -> Lineage:
     for lineage, ndim in inputs:
         for key, rows in lineage.items():
             if rows.axis is not None:
-                rows = rows.moved(rows.axis + out_ndim - ndim)
-                if not 0 <= rows.axis < out_ndim:
+                axis = rows.axis + out_ndim - ndim
+                rows = rows.moved(axis)
+                if not 0 <= axis < out_ndim:
                     rows = rows.collapsed()
             out[key] = merge(out[key], rows) if key in out else rows
     return out
@@ -440,9 +441,9 @@ class Tracker:
         if name in ("cat", "stack") and args and isinstance(args[0], (list, tuple)):
             parts = [(of(t), _shape(t)) for t in args[0] if self.is_tensor(t)]
             if any(lin for lin, _ in parts):
-                dim = int(kwargs.get("dim", args[1] if len(args) > 1 else 0))
+                at = int(kwargs.get("dim", args[1] if len(args) > 1 else 0))
                 ndim = len(parts[0][1]) + (1 if name == "stack" else 0)
-                put(result, concatenated(parts, dim % max(ndim, 1), name == "stack"))
+                put(result, concatenated(parts, at % max(ndim, 1), name == "stack"))
             return
         mine = of(obj) if self.is_tensor(obj) else {}
         if not mine and not any(of(t) for t in tensors):
@@ -501,7 +502,9 @@ class Tracker:
     def _shape_apply(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
                      ) -> Callable[[torch.Tensor], Any]:
         if name == "pad":
-            pad = kwargs.get("pad", args[0] if args else None)
+            # whatever the job passed; one that F.pad refuses (None too) makes structural()
+            # give up following the rows, as for any argument the probe cannot take
+            pad: Any = kwargs.get("pad", args[0] if args else None)
             return lambda p: torch.nn.functional.pad(p, pad, value=-1)
         if name == "__getitem__":
             return lambda p: p[args[0]]

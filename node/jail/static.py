@@ -98,7 +98,7 @@ import tokenize
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from node.errors import JailRejected
 from node.parsing import parse_python
@@ -270,7 +270,7 @@ _FRAME_PREFIXES = ("f_", "gi_", "cr_", "ag_", "co_", "tb_", "func_", "im_")
 
 FORMAT_ATTRIBUTES = frozenset({"format", "format_map", "vformat"})
 REVEAL_ALIASES = frozenset({"reveal", "decrypt"})
-LOAD_METHODS = {"load": "dataset", "load_model": "model"}
+LOAD_METHODS: dict[str, Literal["dataset", "model"]] = {"load": "dataset", "load_model": "model"}
 
 # -- syntax ----------------------------------------------------------------------------------
 _OPERATORS = (
@@ -532,7 +532,7 @@ def _int_literal(node: ast.AST | None) -> int | None:
     return None
 
 
-def _argument(call: ast.Call, position: int, name: str) -> tuple[bool, ast.AST | None]:
+def _argument(call: ast.Call, position: int, name: str) -> tuple[bool, ast.expr | None]:
     """(present, node) of a call's argument given by position or keyword."""
     for kw in call.keywords:
         if kw.arg == name:
@@ -559,11 +559,12 @@ class _Checker(ast.NodeVisitor):
         self.block_depth = 0
 
     # -- helpers --
-    def reject(self, node: ast.AST, rule: str, reason: str, what: str | None = None) -> None:
+    def reject(self, node: ast.AST, rule: str, reason: str, what: str | None = None
+               ) -> NoReturn:
         shown = what if what is not None else _snippet(self.text, node)
         raise JailRejected(getattr(node, "lineno", 1), rule, f"`{shown}` — {reason}")
 
-    def warn(self, node: ast.AST, message: str) -> None:
+    def warn(self, node: ast.stmt | ast.expr, message: str) -> None:
         self.warnings.append(f"line {node.lineno}: {message}")
 
     def visit(self, node: ast.AST) -> Any:
@@ -687,7 +688,7 @@ class _Checker(ast.NodeVisitor):
         else:
             self.block(node, node.orelse)
 
-    def add_loop(self, node: ast.AST, kind: Literal["for", "while"], bound: int | None,
+    def add_loop(self, node: ast.stmt | ast.expr, kind: Literal["for", "while"], bound: int | None,
                  comprehension: bool = False) -> int:
         parent = self.loop_stack[-1] if self.loop_stack else None
         self.loops.append(Loop(node.lineno, kind, bound, len(self.loop_stack), parent,
@@ -728,7 +729,7 @@ class _Checker(ast.NodeVisitor):
         self.block(node, node.orelse)
 
     # -- comprehensions --
-    def comprehension(self, node: ast.AST, generators: list[ast.comprehension],
+    def comprehension(self, node: ast.expr, generators: list[ast.comprehension],
                       parts: list[ast.AST]) -> None:
         pushed = 0
         for gen in generators:
@@ -835,9 +836,9 @@ class _Checker(ast.NodeVisitor):
 
     # -- review information --
     def record_reveal(self, call: ast.Call) -> None:
-        present, dst_node = _argument(call, 0, "dst")
+        _, dst_node = _argument(call, 0, "dst")  # a node exactly when the argument is present
         dst: Any
-        if not present or (isinstance(dst_node, ast.Constant) and dst_node.value is None):
+        if dst_node is None or (isinstance(dst_node, ast.Constant) and dst_node.value is None):
             dst = None
             self.warn(call, "reveals to every party (get_plain_text() without dst)")
         else:
