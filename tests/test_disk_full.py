@@ -41,7 +41,7 @@ def _fill(where) -> None:
 
 
 def test_a_full_disk_is_named_and_nothing_is_lost(make_node, small_disk, tmp_path):
-    alice = make_node("alice", data_dir=small_disk / "alice")
+    alice = make_node("alice", data_dir=small_disk / "alice", auto_approve=False)
     bob = make_node("bob", pair=False)
     a = str(alice.data_dir)
     for i in range(3):  # make the databases grow past what their files already hold
