@@ -69,9 +69,9 @@ def _native_processes(root: Path) -> list[int]:
 @pytest.mark.real
 def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "node.cli", "bench", "--quick", "--out",
-                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          check=False, env={**os.environ, "TMPDIR": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-m", "node.cli", "bench", "--quick", "--tls-cost",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert "Traceback" not in done.stderr, done.stderr
     report = json.loads((out / "bench.json").read_text())
     rows = {r["name"]: r for r in report["workloads"]}
@@ -105,6 +105,16 @@ def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
         report["workloads"][0].keys()
     assert "nodes' event loops: longest stall" in done.stdout
     assert "0.4.1" in report["arms"]["native"] and "node.compat" in report["arms"]["native"]
+    # 4. what TLS on the party links costs, against nodes with plain links, for each workload
+    # (a 2-party job among the arm's three nodes too): the same gloo bytes, a little more on
+    # the wire (22 bytes of record header and tag per message, a handshake per link)
+    tls = {r["name"]: r for r in report["tls"]}
+    assert set(tls) == set(rows)
+    for name, row in tls.items():
+        plain, wire = row["bytes"]["plain"], row["bytes"]["tls"]
+        assert 0 < plain < wire < plain * 1.3 + 32_000, (name, row["bytes"])
+        assert row["with"]["wall_s"] > 0 and row["without"]["wall_s"] > 0, name
+    assert "TLS on the party links" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.png"]
     width, height = _png_size(out / "bench.png")
     assert width >= 800 and height >= 300

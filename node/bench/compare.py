@@ -177,7 +177,7 @@ class Session:
                          f"{native['wall_s']:.2f} s, Parley {parley['wall_s']:.2f} s "
                          f"(load {parley['load_1min']:.2f})")
                 if self.plain_arm is not None:
-                    parley["links"] = links_of(self.arm, parley["job_id"])
+                    parley["links"] = links_of(self.arm, parley["job_id"], w.parties)
                     plain, _ = self.parley(w, self.plain_arm)
                     measured.tls.setdefault(w.name, []).append((parley, plain))
                     self.say(f"    {w.name}: Parley with plain party links "
@@ -210,15 +210,17 @@ class Session:
         return {"settle_s": settled, "load_1min": load, **record}, run.value
 
 
-def links_of(arm: ParleyArm, job_id: str, wait_s: float = 5.0) -> dict[str, int]:
-    """The bytes a job's parties sent to other nodes, summed over the nodes: ``plain`` as the
-    relays read them (what plain TCP links would carry: the same gloo bytes), ``tls`` as TCP
-    counted them on the wire. A node writes them as its party's links close, just after the
-    result: wait for them a moment."""
+def links_of(arm: ParleyArm, job_id: str, parties: int, wait_s: float = 5.0
+             ) -> dict[str, int]:
+    """The bytes a job's parties sent to other nodes, summed over the nodes of its
+    ``parties`` ranks (a third node of the arm holds no 2-party job): ``plain`` as the relays
+    read them (what plain TCP links would carry: the same gloo bytes), ``tls`` as TCP counted
+    them on the wire. A node writes them as its party's links close, just after the result:
+    wait for them a moment."""
     deadline = time.monotonic() + wait_s
     while True:
         links = [n.client.job(job_id, role="party").get("detail", {}).get("links", {})
-                 for n in arm.nodes if n.client is not None]
+                 for n in arm.nodes[:parties] if n.client is not None]
         links = [x for x in links if x]
         if all("wire_sent" in x for x in links) or time.monotonic() > deadline:
             break
