@@ -77,7 +77,12 @@ def _preload() -> None:
 class LoopProbe:
     """How late the node's event loop wakes a timer: anything that blocks the loop (a slow
     handler, storage work not moved to a thread, a C extension holding the GIL) shows as a
-    stall, and stalls delay every peer, the GUI and the parties' events."""
+    stall, and stalls delay every peer, the GUI and the parties' events.
+
+    Each stall also records the CPU time that the loop's own thread and the whole node process
+    used in it, which tells the causes apart: the loop running code (its thread busy), the
+    node's other threads holding the GIL (the process busy, the loop's thread not), or the
+    node not getting a core at all (neither busy)."""
 
     PERIOD_S = 0.02
     RECORD_S = 0.02
@@ -85,25 +90,31 @@ class LoopProbe:
 
     def __init__(self) -> None:
         self.longest_s = 0.0
-        self.stalls: list[tuple[float, float]] = []  # (wall-clock time, seconds)
+        # (wall-clock time, stall, the loop thread's CPU, the node process's CPU), in seconds
+        self.stalls: list[tuple[float, float, float, float]] = []
 
     async def run(self) -> None:
         while True:
-            before = time.monotonic()
+            before, thread, process = time.monotonic(), time.thread_time(), time.process_time()
             await asyncio.sleep(self.PERIOD_S)
             stall = time.monotonic() - before - self.PERIOD_S
             self.longest_s = max(self.longest_s, stall)
             if stall > self.RECORD_S:
-                self.stalls = [*self.stalls[-(self.KEEP - 1):], (time.time(), stall)]
+                self.stalls = [*self.stalls[-(self.KEEP - 1):],
+                               (time.time(), stall, time.thread_time() - thread,
+                                time.process_time() - process)]
                 if stall > 0.2:
                     logger.warning("the event loop stalled for %.0f ms", stall * 1e3)
 
     def status(self) -> dict[str, Any]:
         now = time.time()
         return {"longest_stall_ms": round(self.longest_s * 1e3, 1),
-                "last_stall_ms": round(max((x for t, x in self.stalls if now - t < 60),
+                "last_stall_ms": round(max((s[1] for s in self.stalls if now - s[0] < 60),
                                            default=0.0) * 1e3, 1),
-                "stalls": [[round(t, 3), round(x * 1e3, 1)] for t, x in self.stalls]}
+                # [time, stall ms, the loop thread's CPU ms, the node's CPU ms], each over
+                # the stall and the 20 ms timer it delayed
+                "stalls": [[round(t, 3), round(x * 1e3, 1), round(loop * 1e3, 1),
+                            round(node * 1e3, 1)] for t, x, loop, node in self.stalls]}
 
 
 @dataclass

@@ -101,6 +101,9 @@ def test_the_quick_bench_finds_both_arms_computing_the_same(tmp_path):
     assert len(report["machine"]["load_before"]) == 3
     # the nodes' loop probes were read for every Parley run (how long is for `parley bench`)
     assert report["loop"]["longest_stall_ms"] >= 0 and "20 ms" in report["loop"]["probe"]
+    # with what the node did in the longest stall (its loop's CPU is part of the node's)
+    assert 0 <= report["loop"]["loop_cpu_ms"] <= report["loop"]["node_cpu_ms"] + 1, report["loop"]
+    assert report["loop"]["runs"] >= 1 and report["loop"]["runs_over_50ms"] >= 0
     assert all("loop_stall_ms" in r["parley"] for r in report["workloads"][0]["runs"]), \
         report["workloads"][0].keys()
     assert "nodes' event loops: longest stall" in done.stdout
@@ -184,7 +187,10 @@ def test_a_native_run_reports_its_phases_rounds_and_result(tmp_path):
     phases = run.phases()
     assert set(phases) == {"start_s", "rendezvous_s", "load_s", "compute_s", "reveal_s",
                            "return_s"}
-    assert all(v >= 0 for v in phases.values()) and run.wall_s >= sum(phases.values()) * 0.9
+    # each is the slowest party's, so they need not add up to the wall time: the party that
+    # imports first waits longer at the rendezvous (under load, seconds longer)
+    assert all(0 <= v <= run.wall_s for v in phases.values()), (phases, run.wall_s)
+    assert phases["compute_s"] > 0 and phases["start_s"] > 0
     assert figures.as_array(run.value(1)).item() == pytest.approx(6.0, abs=1e-3)
     assert run.value(0) is None  # only rank 1 was given the value
     assert all(r["rounds"] > 0 and r["cpu_s"] > 0 for r in run.reports)

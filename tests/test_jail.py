@@ -53,7 +53,7 @@ class Owner:
 
     def dry_run(self, source: str, layers: dict[str, bool] | None = None) -> dict[str, Any]:
         return self.call(self.node.dry_run(source, "run", layers=layers or ALL, reveal=REVEAL,
-                                           time_s=20))
+                                           time_s=10))
 
     def close(self) -> None:
         self.call(self.node.close())

@@ -226,3 +226,35 @@ def test_no_module_declares_a_parley_error_outside_the_tree():
                     for b in node.bases):
                 outside.append(f"{path.relative_to(root)}: {node.name}")
     assert outside == []
+
+
+def test_a_loop_stall_says_whether_the_loop_ran_or_waited():
+    """The node's loop probe (node/core.py) records each stall with the CPU that the loop's
+    thread and the node used in it: code blocking the loop shows as the loop's own CPU, a loop
+    that sat waiting (here a blocking sleep, as for a core or the GIL) shows none."""
+    import asyncio
+    import time
+
+    from node.core import LoopProbe
+
+    async def scenario() -> LoopProbe:
+        probe = LoopProbe()
+        task = asyncio.create_task(probe.run())
+        await asyncio.sleep(0.05)
+        end = time.monotonic() + 0.15
+        while time.monotonic() < end:  # the loop runs code for 150 ms
+            pass
+        await asyncio.sleep(0.05)
+        time.sleep(0.15)  # the loop waits 150 ms without running
+        await asyncio.sleep(0.05)
+        task.cancel()
+        return probe
+
+    probe = asyncio.run(scenario())
+    stalls = [s for s in probe.status()["stalls"] if s[1] > 100]
+    assert len(stalls) == 2, probe.status()
+    (_, busy_ms, busy_loop, busy_node), (_, idle_ms, idle_loop, idle_node) = stalls
+    # the spin gets a core for only part of its 150 ms when other processes share the machine
+    assert busy_loop > 20 and busy_node >= busy_loop - 1, stalls
+    assert idle_loop < 10 and idle_node < 10, stalls
+    assert probe.status()["longest_stall_ms"] >= max(busy_ms, idle_ms)

@@ -44,9 +44,7 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", *_tls(report)]
     loop = report.get("loop")
     if loop:
-        stall = loop["longest_stall_ms"]
-        lines += ["", ("nodes' event loops: longest stall during the Parley runs "
-                       + (f"{stall:.0f} ms" if stall else "under 20 ms (none recorded)"))]
+        lines += ["", *_loop(loop)]
     lines += ["", *check_lines(report)]
     if report.get("files"):
         lines.append("written: " + ", ".join(report["files"]))
@@ -209,3 +207,21 @@ def draw_chart(report_json: Path, png: Path, timeout: float = 120) -> str:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return f"the chart process failed: {last}"
     return ""
+
+
+def _loop(loop: dict[str, Any]) -> list[str]:
+    """The longest stall of the nodes' event loops, and what the node was doing in it."""
+    stall = loop["longest_stall_ms"]
+    if not stall:
+        return ["nodes' event loops: longest stall during the Parley runs under 20 ms (none "
+                "recorded)"]
+    line = f"nodes' event loops: longest stall during the Parley runs {stall:.0f} ms"
+    if "runs_over_50ms" in loop:
+        line += f" ({loop['runs_over_50ms']} of {loop['runs']} runs had one over 50 ms)"
+    loop_ms, node_ms = loop.get("loop_cpu_ms", 0.0), loop.get("node_cpu_ms", 0.0)
+    window = stall + 20  # the stall and the 20 ms timer it delayed
+    return [line, (f"  in it the loop's thread ran {loop_ms:.0f} ms of {window:.0f}, the node's "
+                   f"other threads {max(node_ms - loop_ms, 0):.0f} ms: "
+                   + ("the loop was running code" if loop_ms > window / 2 else
+                      "other threads of the node held the GIL" if node_ms > window / 2 else
+                      "the node was waiting for a core"))]

@@ -172,16 +172,20 @@ class ParleyArm:
         pool = status.get("warm_workers")
         return pool if isinstance(pool, dict) else None
 
-    def longest_stall_ms(self, since: float) -> float:
-        """The longest stall of any node's event loop since ``since`` (time.time()), in ms, as
-        the nodes' loop probes recorded it (node/core.py LoopProbe: a timer every 20 ms, stalls
-        over 20 ms kept); 0 when none was over 20 ms."""
-        longest = 0.0
+    def longest_stall(self, since: float) -> dict[str, float]:
+        """The longest stall of any node's event loop since ``since`` (time.time()), as the
+        nodes' loop probes recorded it (node/core.py LoopProbe: a timer every 20 ms, stalls
+        over 20 ms kept): its ms, and the CPU ms that the loop's thread and its whole node used
+        in it; all 0 when none was over 20 ms."""
+        longest = {"ms": 0.0, "loop_cpu_ms": 0.0, "node_cpu_ms": 0.0}
         for node in self.nodes:
             if node.client is None:
                 continue
-            stalls = node.client.status().get("loop", {}).get("stalls", [])
-            longest = max([longest, *(float(ms) for t, ms in stalls if float(t) >= since)])
+            for t, ms, *cpu in node.client.status().get("loop", {}).get("stalls", []):
+                if float(t) >= since and float(ms) > longest["ms"]:
+                    loop_ms, node_ms = (cpu + [0.0, 0.0])[:2]
+                    longest = {"ms": float(ms), "loop_cpu_ms": float(loop_ms),
+                               "node_cpu_ms": float(node_ms)}
         return longest
 
     def publish(self, w: Workload, files: Callable[[Any], Path]) -> None:
