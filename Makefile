@@ -33,8 +33,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/parley demo
 
+# Two pytest workers (pytest-xdist): 825 tests in 12 min 50 s here, against 18 min in one.
+# Many tests wait on timers (mDNS, a frozen party's detection, handshake timeouts) while the
+# other worker computes. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Only the tests that start no process (about 530, in about 90 s): for the edit-test loop.
 # make test runs these and the ones marked real.
