@@ -220,8 +220,8 @@ def _loop(loop: dict[str, Any]) -> list[str]:
         line += f" ({loop['runs_over_50ms']} of {loop['runs']} runs had one over 50 ms)"
     loop_ms, node_ms = loop.get("loop_cpu_ms", 0.0), loop.get("node_cpu_ms", 0.0)
     window = stall + 20  # the stall and the 20 ms timer it delayed
-    return [line, (f"  in it the loop's thread ran {loop_ms:.0f} ms of {window:.0f}, the node's "
-                   f"other threads {max(node_ms - loop_ms, 0):.0f} ms: "
-                   + ("the loop was running code" if loop_ms > window / 2 else
-                      "other threads of the node held the GIL" if node_ms > window / 2 else
-                      "the node was waiting for a core"))]
+    # the loop's thread running code, the node's other threads (holding the GIL some of it),
+    # and the time the node ran nothing at all (waiting for a core)
+    return [line, (f"  of its {window:.0f} ms the loop's thread ran {loop_ms:.0f}, the node's "
+                   f"other threads {max(node_ms - loop_ms, 0):.0f}, and the node waited for a "
+                   f"core {max(window - node_ms, 0):.0f}")]
