@@ -8,6 +8,7 @@ sends out. Every change an owner cares about goes into the node's event log (nod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -487,21 +488,24 @@ class Node:
         """Keep a checked proposal, audit it, approve it where a policy says so, announce it."""
         orchestrator = names["orchestrator"]
         orchestrator_id = p["orchestrator"]["node_id"]
-        job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
-                               proposals.proposal_hash(p), rank,
-                               detail={"review": material, "names": names,
-                                       "signature": body.get("signature")})
-        self.audit.append("proposal", job=job.id, hash=job.proposal_hash,
-                          orchestrator=orchestrator_id, sender=sender or "", code=kind)
-        for claim in claims:
-            self.audit.append("claim", job=job.id, sender=sender or "", **claim)
-        logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator_id, rank,
-                    kind)
         policy = self.jobs.policy_allows(orchestrator_id, kind)
-        if policy is not None:
-            what = "every job" if policy == "any" else f"{kind} jobs"
-            job = self._approved(job.id, f"approved by the owner's policy: {what} from "
-                                         f"{orchestrator} ({orchestrator_id})")
+        # a proposal that a policy approves is never listed as waiting, not even for the
+        # moment between its record and its approval
+        with self.jobs.as_one_change() if policy is not None else contextlib.nullcontext():
+            job = self.jobs.create(p["job_id"], PARTY, "awaiting_approval", p,
+                                   proposals.proposal_hash(p), rank,
+                                   detail={"review": material, "names": names,
+                                           "signature": body.get("signature")})
+            self.audit.append("proposal", job=job.id, hash=job.proposal_hash,
+                              orchestrator=orchestrator_id, sender=sender or "", code=kind)
+            for claim in claims:
+                self.audit.append("claim", job=job.id, sender=sender or "", **claim)
+            logger.info("job %s proposed by %s (rank %d, %s)", p["job_id"], orchestrator_id,
+                        rank, kind)
+            if policy is not None:
+                what = "every job" if policy == "any" else f"{kind} jobs"
+                job = self._approved(job.id, f"approved by the owner's policy: {what} from "
+                                             f"{orchestrator} ({orchestrator_id})")
         # announced once decided: a proposal a policy approved never shows as waiting
         self.events.append(EventKind.PROPOSAL_ARRIVED, {
             "job_id": job.id, "orchestrator": orchestrator, "orchestrator_id": orchestrator_id,

@@ -23,7 +23,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,16 @@ class JobBook:
 
     def __init__(self, data_dir: Path, events: EventLog) -> None:
         self._db = db.connect(data_dir / "jobs.sqlite", _SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.events = events
+
+    @contextmanager
+    def as_one_change(self) -> Iterator[None]:
+        """Readers of the book wait while the caller makes several changes that must show as
+        one: a proposal and its approval by a policy, which no listing may catch between
+        the two (the owner would see it waiting, and be told of it)."""
+        with self._lock:
+            yield
 
     def close(self) -> None:
         with self._lock:

@@ -258,3 +258,28 @@ def test_a_loop_stall_says_whether_the_loop_ran_or_waited():
     assert busy_loop > 20 and busy_node >= busy_loop - 1, stalls
     assert idle_loop < 10 and idle_node < 10, stalls
     assert probe.status()["longest_stall_ms"] >= max(busy_ms, idle_ms)
+
+
+def test_a_proposal_and_its_policys_approval_are_listed_as_one_change(tmp_path):
+    """A job that a policy approves is never listed as waiting for the owner: a listing that
+    comes between its record and its approval waits for both (node/core.py records them so)."""
+    import threading
+
+    from node.events import EventLog
+
+    events = EventLog(tmp_path)
+    book = JobBook(tmp_path, events)
+    p = proposals.validate(copy.deepcopy(GOOD))
+    seen: list[list[str]] = []
+    reader = threading.Thread(target=lambda: seen.append(
+        [j.state for j in book.list("party")]))
+    with book.as_one_change():
+        book.create(p["job_id"], "party", "awaiting_approval", p, "h", 1)
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and seen == []  # the listing waits for the whole change
+        book.transition(p["job_id"], "party", "approved", "a policy")
+    reader.join(10)
+    assert seen == [["approved"]]
+    book.close()
+    events.close()
