@@ -508,7 +508,10 @@ SEEDS_PAIR = textwrap.dedent('''
     crypten.init()
     cpu = torch.device("cpu")
     print(json.dumps({k: crypten.generators[k][cpu].initial_seed()
-                      for k in ("prev", "next", "global")}))
+                      for k in ("prev", "next", "global")}), flush=True)
+    # End as a party ends: gloo's threads, torn down by the interpreter's exit while the peer
+    # closes its end, can abort the process ("terminate called without an active exception").
+    os._exit(0)
 ''')
 
 
