@@ -17,6 +17,7 @@ import asyncio
 import errno
 import hmac
 import ipaddress
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -127,10 +128,8 @@ async def peer_propose(request: web.Request) -> web.Response:
 
 async def peer_job(request: web.Request) -> web.Response:
     sender = await sender_of(request)
-    node = request.app[NODE]
-    job = node.job(request.match_info["job"], PARTY)
-    node._from_orchestrator(job, sender)
-    return web.json_response(job.for_orchestrator())
+    return await _json_off_loop(request.app[NODE].job_for_orchestrator,
+                                request.match_info["job"], sender)
 
 
 async def peer_start(request: web.Request) -> web.Response:
@@ -151,8 +150,15 @@ async def peer_cancel(request: web.Request) -> web.Response:
 
 async def peer_result(request: web.Request) -> web.Response:
     sender = await sender_of(request)
-    return web.json_response(request.app[NODE].released_result(request.match_info["job"],
-                                                               sender))
+    return await _json_off_loop(request.app[NODE].released_result, request.match_info["job"],
+                                sender)
+
+
+async def _json_off_loop(call: Callable[..., Any], *args: Any) -> web.Response:
+    """``call(*args)`` as a JSON response, the call and the encoding on a thread: a result can
+    be megabytes, and its audit record is written to disk (the loop serves every party)."""
+    body = await asyncio.to_thread(lambda: json.dumps(call(*args)))
+    return web.Response(text=body, content_type="application/json")
 
 
 async def peer_events(request: web.Request) -> web.Response:
@@ -389,8 +395,9 @@ async def admin_cancel(request: web.Request) -> web.Response:
 
 
 async def admin_result(request: web.Request) -> web.Response:
-    job = request.app[NODE].job(request.match_info["job"], ORCH)
-    return web.json_response(job.public(with_result=True))
+    node = request.app[NODE]
+    return await _json_off_loop(lambda: node.job(request.match_info["job"], ORCH).public(
+        with_result=True))
 
 
 async def admin_policies(request: web.Request) -> web.Response:
@@ -502,7 +509,7 @@ async def admin_add_peer(request: web.Request) -> web.Response:
     body = await body_json(request)
     host, port = parse_address(body.get("address") if isinstance(body, dict) else None)
     node = request.app[NODE]
-    node.add_manual_peer(format_address(host, port))
+    await asyncio.to_thread(node.add_manual_peer, format_address(host, port))
     await request.app[ORCHESTRATOR].network.probe_manual()
     return web.json_response({"added": format_address(host, port)}, status=201)
 

@@ -40,7 +40,7 @@ import threading
 from pathlib import Path
 from typing import Any, Self
 
-from node.db import connect
+from node.db import connect, off_loop
 from node.errors import AuditError
 from node.files import write_atomic
 from node.wire import canonical
@@ -123,6 +123,7 @@ class AuditLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @off_loop
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Record one event; returns the entry as stored (seq, time, kind, fields, hashes).
 
@@ -211,6 +212,7 @@ class AuditLog:
             except (sqlite3.Error, OSError):
                 logger.exception("could not write the count of %d refusals", tally.count)
 
+    @off_loop
     def entries(self, after: int = 0, kind: str | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
         """Entries with seq > ``after`` in order, optionally of one kind."""
@@ -230,6 +232,7 @@ class AuditLog:
                  "prev_hash": prev, "hash": digest}
                 for seq, time, k, fields, prev, digest in rows]
 
+    @off_loop
     def verify(self) -> VerifyReport:
         """Check the whole chain and the head; the first entry that is wrong, and why."""
         with self._lock:

@@ -177,10 +177,6 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._imports: dict[str, Any] = {}
         self._migrate_name_policies()
-        interrupted = self.jobs.fail_interrupted()
-        if interrupted:
-            logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
-                           ", ".join(interrupted))
 
     # -- lifecycle ----------------------------------------------------------------------
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -189,8 +185,13 @@ class Node:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def start(self) -> None:
-        """On the running loop: fill the pool of warm party workers, and watch the loop."""
+    async def start(self) -> None:
+        """On the running loop: fail the party jobs that were live when the node last stopped,
+        fill the pool of warm party workers, and watch the loop."""
+        interrupted = await asyncio.to_thread(self.jobs.fail_interrupted)
+        if interrupted:
+            logger.warning("marked %d interrupted job(s) failed: %s", len(interrupted),
+                           ", ".join(interrupted))
         self.launcher.start()
         self.spawn(self.loop_probe.run())
         self.spawn(asyncio.to_thread(_preload))
@@ -260,7 +261,7 @@ class Node:
         finally:
             if import_id is not None:
                 self._imports.pop(import_id, None)
-        self._asset_event(EventKind.ASSET_PUBLISHED, asset)
+        await asyncio.to_thread(self._asset_event, EventKind.ASSET_PUBLISHED, asset)
         return asset
 
     def tag_warnings(self, asset: Asset) -> list[str]:
@@ -329,6 +330,15 @@ class Node:
     def job(self, job_id: str, role: str | None = None) -> JobRecord:
         """``UnknownJob`` if this node has no such job (in that role)."""
         return self.jobs.get(job_id, role)
+
+    def job_for_orchestrator(self, job_id: str, sender: str | None) -> dict[str, Any]:
+        """A party job's record as its orchestrator sees it; Forbidden for any other node."""
+        return self._orchestrators_job(job_id, sender).for_orchestrator()
+
+    def _orchestrators_job(self, job_id: str, sender: str | None) -> JobRecord:
+        job = self.jobs.get(job_id, PARTY)
+        self._from_orchestrator(job, sender)
+        return job
 
     def job_list(self, role: str | None = None, states: list[str] | tuple[str, ...] = ()
                  ) -> list[JobRecord]:
@@ -442,11 +452,11 @@ class Node:
         try:
             return await self._receive_proposal(body, sender)
         except ParleyError as exc:
-            self.audit.append("refusal", what="proposal", sender=sender or "",
-                              job=str(body.get("proposal", {}).get("job_id", ""))[:40]
-                              if isinstance(body, dict) and isinstance(body.get("proposal"),
-                                                                       dict) else "",
-                              reason=exc.message[:300])
+            await asyncio.to_thread(
+                self.audit.append, "refusal", what="proposal", sender=sender or "",
+                job=str(body.get("proposal", {}).get("job_id", ""))[:40]
+                if isinstance(body, dict) and isinstance(body.get("proposal"), dict) else "",
+                reason=exc.message[:300])
             raise
 
     async def _receive_proposal(self, body: Any, sender: str | None) -> JobRecord:
@@ -677,8 +687,7 @@ class Node:
                           sender: str | None = None) -> dict[str, Any]:
         """Start this node's party of an approved job now, or queue it until this node has
         room (``max_parties`` party processes at once, and ``MIN_FREE_MEMORY`` to spare)."""
-        job = self.jobs.get(job_id, PARTY)
-        self._from_orchestrator(job, sender)
+        job = await asyncio.to_thread(self._orchestrators_job, job_id, sender)
         if job.state != "approved":
             raise JobStateError(f"job {job_id} is {job.state}; only an approved job can start")
         p = job.proposal
@@ -868,7 +877,7 @@ class Node:
             for holder, entry in holders.items():
                 if "asset_id" not in entry:
                     continue
-                asset = self.store.get(entry.pop("asset_id"))
+                asset = await asyncio.to_thread(self.store.get, entry.pop("asset_id"))
                 if asset.kind == "dataset":  # what reveals of it to others covered before
                     entry["rows"] = int(asset.schema["shape"][0])
                     entry["dp"] = privacy_settings(asset.schema)["dp"]  # bounds: this node's
@@ -876,11 +885,14 @@ class Node:
                 parts = ["model"] if asset.kind == "model" else (
                     ["features", "labels"] if asset.schema.get("label") else ["features"])
                 for part in parts:
-                    data = await asyncio.to_thread(self.store.content_path(asset, part).read_bytes)
+                    data = await asyncio.to_thread(self._blob, asset, part)
                     blobs.append(data)
                     blob_index.append({"tag": tag, "rank": int(holder), "part": part,
                                        "size": len(data)})
         return assets, blob_index, blobs
+
+    def _blob(self, asset: Asset, part: str) -> bytes:
+        return self.store.content_path(asset, part).read_bytes()
 
     async def _supervise(self, job_id: str, run: PartyProcess, spec: dict[str, Any],
                          blobs: list[bytes], limit_s: float, started: asyncio.Task[Any]
@@ -952,8 +964,7 @@ class Node:
 
     async def cancel_party(self, job_id: str, reason: str, sender: str | None = None
                            ) -> JobRecord:
-        job = self.jobs.get(job_id, PARTY)
-        self._from_orchestrator(job, sender)
+        job = await asyncio.to_thread(self._orchestrators_job, job_id, sender)
         reason = f"cancelled: {reason.strip() or 'by the orchestrator'}"
         run = self._runs.get(job_id)
         if run is not None:
@@ -1058,7 +1069,7 @@ class Node:
         the proposal's own reveal map and limits."""
         from node.mockdata import mock_dataset, mock_model
 
-        job = self.jobs.get(job_id, PARTY)
+        job = await asyncio.to_thread(self.jobs.get, job_id, PARTY)
         p = job.proposal
         assets: dict[str, Any] = {}
         blob_index: list[dict[str, Any]] = []
@@ -1097,8 +1108,7 @@ class Node:
 
     def released_result(self, job_id: str, sender: str | None = None) -> dict[str, Any]:
         """The value this party releases to the job's orchestrator, signed by this node."""
-        job = self.jobs.get(job_id, PARTY)
-        self._from_orchestrator(job, sender)
+        job = self._orchestrators_job(job_id, sender)
         if job.state != "succeeded":
             raise JobStateError(f"job {job_id} is {job.state}; it has no result")
         if job.result is None:

@@ -2,15 +2,52 @@
 
 ``connect`` is the one way a node opens a database: the jobs, events and peers books, the
 audit log, the asset store and the nonce cache of signed requests.
+
+Their methods block: on a lock shared with writers, and on a write's sync to disk. The node's
+event loop serves every peer, party and the app, so it calls them through a thread;
+``off_loop`` marks such a method, and the tests (``PARLEY_LOOP_CHECK=1``) log each call that
+the loop makes anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import os
 import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-__all__ = ["connect"]
+__all__ = ["LOOP_CHECK", "connect", "off_loop"]
+
+logger = logging.getLogger(__name__)
+LOOP_CHECK = os.environ.get("PARLEY_LOOP_CHECK") == "1"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def off_loop(method: F) -> F:
+    """A storage method the event loop must not call. Unchanged unless ``PARLEY_LOOP_CHECK=1``
+    was in the environment at import; then a call from a thread running an event loop logs
+    "storage on the event loop" with the method and its caller (a test reads the log)."""
+    if not LOOP_CHECK:
+        return method
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return method(*args, **kwargs)
+        caller = sys._getframe(1)
+        logger.warning("storage on the event loop: %s, called from %s:%d (%s)",
+                       method.__qualname__, caller.f_code.co_filename, caller.f_lineno,
+                       caller.f_code.co_name)
+        return method(*args, **kwargs)
+
+    return cast(F, checked)
 
 
 def connect(path: Path | None, schema: str = "", *, durable: bool = True,

@@ -112,6 +112,7 @@ class EventLog:
         with self._lock:
             self._db.close()
 
+    @db.off_loop
     def append(self, kind: EventKind, data: dict[str, Any] | None = None, *,
                job_id: str | None = None, role: str | None = None) -> int:
         """Record one event and wake every waiter; returns its seq."""
@@ -134,6 +135,7 @@ class EventLog:
             row = self._db.execute("SELECT max(seq) FROM events").fetchone()
         return int(row[0] or 0)
 
+    @db.off_loop
     def since(self, after: int = 0, job_id: str | None = None, role: str | None = None,
               limit: int = MAX_BATCH) -> list[dict[str, Any]]:
         query = "SELECT seq, t, kind, job_id, role, data FROM events WHERE seq > ?"

@@ -146,6 +146,7 @@ class JobBook:
             self._db.close()
 
     # -- records -------------------------------------------------------------------------
+    @db.off_loop
     def create(self, job_id: str, role: str, state: str, proposal: dict[str, Any],
                proposal_hash: str, rank: int | None, detail: dict[str, Any] | None = None,
                reason: str = "") -> JobRecord:
@@ -164,6 +165,7 @@ class JobBook:
             self._event(job_id, role, "state", {"state": state, "reason": reason})
         return self.get(job_id, role)
 
+    @db.off_loop
     def get(self, job_id: str, role: str | None = None) -> JobRecord:
         query = "SELECT * FROM jobs WHERE id = ?" + (" AND role = ?" if role else "")
         args: tuple[Any, ...] = (job_id, role) if role else (job_id,)
@@ -173,6 +175,7 @@ class JobBook:
             raise UnknownJob(f"no job {job_id} on this node; `parley jobs` lists them")
         return _record(row)
 
+    @db.off_loop
     def list(self, role: str | None = None, states: Iterable[str] = ()) -> list[JobRecord]:
         query, args = "SELECT * FROM jobs", []
         clauses = []
@@ -189,6 +192,7 @@ class JobBook:
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [_record(r) for r in rows]
 
+    @db.off_loop
     def transition(self, job_id: str, role: str, new_state: str, reason: str = "",
                    expect: Iterable[str] | None = None) -> JobRecord:
         """Move a job to ``new_state`` if its machine allows it; JobStateError otherwise."""
@@ -206,6 +210,7 @@ class JobBook:
             self._event(job_id, role, "state", {"state": new_state, "reason": reason})
         return self.get(job_id, role)
 
+    @db.off_loop
     def update(self, job_id: str, role: str, *, result: Any = None,
                detail: dict[str, Any] | None = None) -> None:
         """Store a result and/or merge keys into the job's detail (timings, parties, ...)."""
@@ -221,6 +226,17 @@ class JobBook:
                                  "role = ?", (json.dumps(merged), time.time(), job_id, role))
                 self.add_event(job_id, role, "detail", detail)
 
+    @db.off_loop
+    def update_entry(self, job_id: str, role: str, key: str, entry: str,
+                     fields: dict[str, Any]) -> None:
+        """Merge ``fields`` into ``detail[key][entry]`` as one change: the orchestrator records
+        each party's state from several tasks at once, and a read, merge and write apart lost
+        one party's end to another's."""
+        with self._lock:
+            table = self.get(job_id, role).detail.get(key, {})
+            table[entry] = {**table.get(entry, {}), **fields}
+            self.update(job_id, role, detail={key: table})
+
     def fail_interrupted(self) -> builtins.list[str]:
         """At start: a party that was live when the node stopped died with it. (A job this
         node orchestrated is picked up again: Orchestrator.resume_interrupted.)"""
@@ -234,6 +250,7 @@ class JobBook:
             self._event(rec.id, rec.role, "state", {"state": "failed", "reason": reason})
         return [r.id for r in live]
 
+    @db.off_loop
     def last_approved_source(self, orchestrator_id: str, title: str, before: str
                              ) -> str | None:
         """The code of the newest job with this orchestrator (by node id) and title that the
@@ -248,6 +265,7 @@ class JobBook:
     # -- policies: what the owner approves without being asked ----------------------------
     # A policy names the orchestrator by node id (its key): a peer cannot earn another's
     # standing approval by writing that peer's name into a proposal.
+    @db.off_loop
     def add_policy(self, node_id: str, kind: str) -> bool:
         """True when the policy is new."""
         with self._lock:
@@ -257,6 +275,7 @@ class JobBook:
             self.events.append(EventKind.POLICY_ADDED, {"node_id": node_id, "kind": kind})
         return cur.rowcount > 0
 
+    @db.off_loop
     def remove_policy(self, node_id: str, kind: str) -> bool:
         with self._lock:
             cur = self._db.execute("DELETE FROM standing_approvals WHERE node_id=? AND kind=?",
@@ -265,12 +284,14 @@ class JobBook:
             self.events.append(EventKind.POLICY_REMOVED, {"node_id": node_id, "kind": kind})
         return cur.rowcount > 0
 
+    @db.off_loop
     def policies(self) -> builtins.list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT node_id, kind, created_at FROM standing_approvals "
                                     "ORDER BY created_at").fetchall()
         return [{"node_id": o, "kind": k, "created_at": t} for o, k, t in rows]
 
+    @db.off_loop
     def policy_allows(self, node_id: str, kind: str) -> str | None:
         """The kind of the policy that approves a ``kind`` job from ``node_id``: ``kind``
         itself, or "any"; None when no policy does."""
@@ -292,6 +313,7 @@ class JobBook:
         return [(o, k) for o, k in rows]
 
     # -- events --------------------------------------------------------------------------
+    @db.off_loop
     def add_event(self, job_id: str, role: str, phase: str, data: dict[str, Any]) -> None:
         """Progress of a job: a party's phase (joined, locked, reveal, ...) or new detail."""
         self.events.append(EventKind.JOB_PROGRESS, {"job_id": job_id, "role": role,

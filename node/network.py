@@ -127,7 +127,7 @@ class Network:
     async def probe_manual(self) -> None:
         """Ask each manually added address who it is (an unauthenticated hello is not
         needed: the catalog needs pairing, so a manual peer first shows up by pairing)."""
-        for address in self.node.peer_book.manual():
+        for address in await asyncio.to_thread(self.node.peer_book.manual):
             try:
                 host, port = parse_address(address)
             except ProposalError:
@@ -138,8 +138,9 @@ class Network:
                 async with session.get(url) as resp:
                     info = await resp.json(content_type=None)
                 self._silent.discard(address)
-                self.node.peer_book.seen(info["node_id"], info["name"], host, int(port), "manual",
-                                      int(info.get("catalog_version", 0)))
+                await asyncio.to_thread(self.node.peer_book.seen, info["node_id"], info["name"],
+                                        host, int(port), "manual",
+                                        int(info.get("catalog_version", 0)))
             except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
                 if address not in self._silent:
                     self._silent.add(address)

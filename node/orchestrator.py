@@ -43,13 +43,13 @@ class Orchestrator:
         self._stop: dict[str, asyncio.Event] = {}  # set when the owner cancels a job
         self._starting = asyncio.Lock()  # one job's starts at a time (see _start)
 
-    def resume_interrupted(self) -> list[str]:
+    async def resume_interrupted(self) -> list[str]:
         """At start: pick up the jobs this node was driving when it stopped. Their parties
         run on without the orchestrator; it follows them again and collects the results
         they hold. A job stopped while its proposal or its start was going out is
         cancelled at every party instead: what each got cannot be known."""
         resumed = []
-        for job in self.node.jobs.list(role=ORCH):
+        for job in await asyncio.to_thread(self.node.jobs.list, role=ORCH):
             if job.terminal:
                 continue
             resumed.append(job.id)
@@ -257,7 +257,7 @@ class Orchestrator:
         return job
 
     async def cancel(self, job_id: str, reason: str) -> JobRecord:
-        job = self.node.jobs.get(job_id, ORCH)
+        job = await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)
         if job.terminal:
             return job
         reason = f"cancelled by {self.node.name}: {reason.strip() or 'no reason given'}"
@@ -265,7 +265,7 @@ class Orchestrator:
             job = await asyncio.to_thread(self.node.jobs.transition, job_id, ORCH, "cancelled",
                                           reason)
         except JobStateError:
-            return self.node.jobs.get(job_id, ORCH)  # it ended meanwhile
+            return await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)  # it ended meanwhile
         if job_id in self._stop:
             self._stop[job_id].set()  # the drive stops and records how each party ended
         else:
@@ -282,15 +282,12 @@ class Orchestrator:
             return
 
     def _party_detail(self, job_id: str, rank: int, **fields: Any) -> None:
-        job = self.node.jobs.get(job_id, ORCH)
-        parties = job.detail.get("parties", {})
-        parties[str(rank)] = {**parties.get(str(rank), {}), **fields}
-        self.node.jobs.update(job_id, ORCH, detail={"parties": parties})
+        self.node.jobs.update_entry(job_id, ORCH, "parties", str(rank), fields)
 
     async def _drive(self, job_id: str, resume: str | None = None) -> None:
         """The orchestration from proposal to result; ``resume`` is the state a job was in
         when this node stopped, to go on from there."""
-        p = self.node.jobs.get(job_id, ORCH).proposal
+        p = (await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)).proposal
         limits = proposals.limits(p)
         t0 = time.monotonic()
         updates: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
@@ -330,8 +327,9 @@ class Orchestrator:
             for rank in p["reveal"]["result_to"]:
                 party = p["parties"][rank]
                 data = await self.network.call("GET", party, f"/peer/v1/jobs/{job_id}/result")
-                if not self.trust.check_result(party["node_id"], job_id, rank, data["value"],
-                                               data.get("signature", "")):
+                if not await asyncio.to_thread(  # a result can be large: off the loop
+                        self.trust.check_result, party["node_id"], job_id, rank, data["value"],
+                        data.get("signature", "")):
                     raise ParleyError(f"the result from {party['name']} is not signed by it")
                 result[str(rank)] = data["value"]
             await asyncio.to_thread(self.node.jobs.update, job_id, ORCH, result=result)
@@ -353,13 +351,14 @@ class Orchestrator:
             for task in followers:
                 task.cancel()
             self._stop.pop(job_id, None)
-            if self.node.jobs.get(job_id, ORCH).terminal:
+            if (await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)).terminal:
                 self.node.spawn(self._settle(job_id, p))
 
     async def _settle(self, job_id: str, p: dict[str, Any], wait_s: float = 30.0) -> None:
         """Once a job has ended here, record how it ended at each party that was still live
         in this node's view (a cancel or a failure reaches them a moment later)."""
-        recorded = self.node.jobs.get(job_id, ORCH).detail.get("parties", {})
+        recorded = (await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)
+                    ).detail.get("parties", {})
 
         async def one(party: dict[str, Any]) -> None:
             rank = str(party["rank"])
@@ -445,7 +444,6 @@ class Orchestrator:
             return False
         rank, state = getter.result()
         states[rank] = state
-        old = self.node.jobs.get(job_id, ORCH).detail.get("parties", {}).get(str(rank), {})
         fields = {"state": state["state"], "reason": state.get("reason", ""),
                   "failure_kind": state.get("detail", {}).get("failure_kind", "")}
         if state.get("detail", {}).get("timings"):
@@ -453,8 +451,13 @@ class Orchestrator:
             fields["stats"] = state["detail"].get("stats", {})
         if state.get("detail", {}).get("progress"):
             fields["progress"] = state["detail"]["progress"]
-        if any(old.get(k) != v for k, v in fields.items()):
-            await asyncio.to_thread(self._party_detail, job_id, rank, **fields)
+
+        def record() -> None:  # reading the job's record is storage work too: off the loop
+            old = self.node.jobs.get(job_id, ORCH).detail.get("parties", {}).get(str(rank), {})
+            if any(old.get(k) != v for k, v in fields.items()):
+                self._party_detail(job_id, rank, **fields)
+
+        await asyncio.to_thread(record)
         return True
 
     async def _await_approvals(self, job_id: str, p: dict[str, Any], limit_s: float,
@@ -532,7 +535,8 @@ class Orchestrator:
             if len(states) == len(p["parties"]) and all(
                     s["state"] not in (JobState.QUEUED, JobState.APPROVED)
                     for s in states.values()) and \
-                    self.node.jobs.get(job_id, ORCH).state == JobState.QUEUED:
+                    (await asyncio.to_thread(self.node.jobs.get, job_id, ORCH)).state == \
+                    JobState.QUEUED:
                 await self._set(job_id, "running")
             if not cause and any(states[r]["state"] != "succeeded" for r in ended):
                 primary = _primary_failure(states)

@@ -107,6 +107,11 @@ class PeerBook:
     def __init__(self, data_dir: Path, events: EventLog) -> None:
         self._db = db.connect(data_dir / "peers.sqlite", _SCHEMA)
         self._lock = threading.Lock()
+        # Reads have a connection of their own: in WAL mode they see the last change committed
+        # and never wait for a write's sync to disk. Every signed request reads the paired
+        # keys on the event loop, while mDNS sightings are written on another thread.
+        self._reader = db.connect(data_dir / "peers.sqlite")
+        self._read_lock = threading.Lock()
         self.events = events
         # Called (from any thread) with a paired peer's node id and the addresses a sighting
         # put it at, when its known address is not among them. Trust verifies them.
@@ -122,10 +127,12 @@ class PeerBook:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._read_lock:
+            self._reader.close()
 
     def _rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[Peer]:
-        with self._lock:
-            rows: list[_PeerRow] = self._db.execute(
+        with self._read_lock:
+            rows: list[_PeerRow] = self._reader.execute(
                 f"SELECT node_id, name, host, port, state, source, public_key, cert_pem, "
                 f"cert_sha256, catalog_version, last_seen, online, paired_at FROM peers {where} "
                 f"ORDER BY name, node_id", args).fetchall()
@@ -168,6 +175,7 @@ class PeerBook:
                         f"is a different key: not the peer you paired with")
         return None
 
+    @db.off_loop
     def seen(self, node_id: str, name: str, host: str, port: int, source: str,
              catalog_version: int = 0, addresses: Iterable[str] = ()) -> Peer:
         """Record a sighting (mDNS, a manual address, a pairing request). Never changes trust.
@@ -219,6 +227,7 @@ class PeerBook:
             self._announce(EventKind.PEER_FOUND, after)
         return after
 
+    @db.off_loop
     def move(self, node_id: str, host: str, port: int) -> Peer | None:
         """A paired peer proved it is at ``host:port`` now (see Trust); None if not paired."""
         with self._lock:
@@ -231,6 +240,7 @@ class PeerBook:
         self._announce(EventKind.PEER_FOUND, peer)
         return peer
 
+    @db.off_loop
     def offline(self, node_id: str, addresses: Iterable[str] | None = None,
                 port: int | None = None) -> None:
         """mDNS says a peer left. For a paired peer, only if it left from its known address
@@ -246,6 +256,7 @@ class PeerBook:
         if cur.rowcount:
             self._announce(EventKind.PEER_LOST, self.get(node_id))
 
+    @db.off_loop
     def pair(self, node_id: str, name: str, host: str, port: int, public_key_b64: str,
              cert_pem: str, cert_sha256: str) -> Peer:
         """Trust this key. ``name`` and ``host:port`` come from the pairing (whose address the
@@ -266,6 +277,7 @@ class PeerBook:
         self._announce(EventKind.PEER_TRUST_CHANGED, peer, TrustState.PAIRED)
         return peer
 
+    @db.off_loop
     def revoke(self, node_id: str) -> Peer:
         self.get(node_id)
         with self._lock:
@@ -275,6 +287,7 @@ class PeerBook:
         return peer
 
     # -- pairing requests waiting for an owner (kept across restarts) --------------------
+    @db.off_loop
     def store_pairing(self, pairing_id: str, data: str) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO pairings VALUES (?, ?)", (pairing_id, data))
@@ -283,12 +296,14 @@ class PeerBook:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT data FROM pairings")]
 
+    @db.off_loop
     def delete_pairings(self, pairing_ids: Iterable[str]) -> None:
         with self._lock:
             self._db.executemany("DELETE FROM pairings WHERE id = ?",
                                  [(i,) for i in pairing_ids])
 
     # -- forgetting peers nobody sees any more ------------------------------------------
+    @db.off_loop
     def sweep(self, keep: Iterable[str] = (), now: float | None = None) -> builtins.list[Peer]:
         """Mark silent manual peers offline and forget never-paired peers unseen for
         ``FORGET_AFTER_S``; ``keep``: node ids with a pairing request pending. Returns the
@@ -315,6 +330,7 @@ class PeerBook:
         return stale
 
     # -- addresses multicast does not reach ---------------------------------------------
+    @db.off_loop
     def add_manual(self, address: str) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO manual VALUES (?, ?)", (address, time.time()))

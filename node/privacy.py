@@ -106,12 +106,14 @@ class RevealLedger:
         self._lock = threading.Lock()
         self._db = db.connect(data_dir / "privacy.db", self.SCHEMA)
 
+    @db.off_loop
     def record(self, asset_id: str, job_id: str, line: int, rows: str, count: int) -> None:
         with self._lock:
             self._db.execute("INSERT INTO reveals (asset_id, job_id, line, rows, count, at) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
                              (asset_id, job_id, int(line), rows, int(count), time.time()))
 
+    @db.off_loop
     def history(self, asset_id: str) -> list[dict[str, Any]]:
         """The latest reveals of ``asset_id`` to others: packed rows, job and line."""
         with self._lock:
@@ -120,6 +122,7 @@ class RevealLedger:
                 "LIMIT ?", (asset_id, self.KEEP)).fetchall()
         return [{"rows": r, "job": j, "line": n} for r, j, n in found]
 
+    @db.off_loop
     def spent(self, asset_id: str) -> float:
         """The differential-privacy budget (epsilon) approved jobs spent on ``asset_id``."""
         with self._lock:
@@ -127,6 +130,7 @@ class RevealLedger:
                                    (asset_id,)).fetchone()
         return float(row[0] or 0.0)
 
+    @db.off_loop
     def spend(self, asset_id: str, job_id: str, epsilon: float, total: float) -> float:
         """Spend ``epsilon`` of ``asset_id``'s ``total`` for ``job_id`` (once per job); what is
         left. BudgetSpent, and nothing spent, when too little is left."""

@@ -251,7 +251,7 @@ class NodeServer:
                          warm_workers=(DEFAULT_WARM_WORKERS if self.warm_workers is None
                                        else self.warm_workers),
                          max_parties=self.max_parties, min_rows=self.min_rows)
-        self.node.start()
+        await self.node.start()
         self.orchestrator = Orchestrator(self.node)
         port = await self._site(peer_app(self.node), self.host, self.peer_port,
                                 ssl_context=self.node.trust.server_ctx)
@@ -266,7 +266,7 @@ class NodeServer:
         self.node.spawn(self._probe_manual_peers())
         self.node.spawn(self._expire_pairings())
         self.node.spawn(self._flush_audit())
-        self.orchestrator.resume_interrupted()
+        await self.orchestrator.resume_interrupted()
         logger.info("node %s (%s): peer API %s, admin API %s", self.name, self.node.node_id,
                     self.node.peer_url, self.admin_url)
 

@@ -42,7 +42,7 @@ from typing import Any, Self
 import numpy as np
 
 from node.datasets import npy_bytes, read_csv, read_file, read_npy
-from node.db import connect
+from node.db import connect, off_loop
 from node.errors import ModelError, StoreError, UnknownAsset, first_line
 from node.files import write_atomic
 from node.models import check_model
@@ -405,6 +405,7 @@ class Store:
 
     # -- lookups ---------------------------------------------------------------------------
 
+    @off_loop
     def list(self, tags: Iterable[str] = (), kind: str | None = None) -> list[Asset]:
         """Assets carrying all of ``tags`` (and of ``kind``, if given), oldest first."""
         wanted = normalise_tags(tags)
@@ -423,6 +424,7 @@ class Store:
             rows = db.execute(sql, args).fetchall()
             return [self._asset(db, row) for row in rows]
 
+    @off_loop
     def get(self, asset_id: str) -> Asset:
         with self._read() as db:
             row = db.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone()
@@ -432,6 +434,7 @@ class Store:
                 )
             return self._asset(db, row)
 
+    @off_loop
     def by_tag(self, tag: str) -> Asset:
         """The one asset carrying ``tag``: how a job names the data a party provides."""
         (tag,) = normalise_tags((tag,))
@@ -526,6 +529,7 @@ class Store:
 
     # -- content ---------------------------------------------------------------------------
 
+    @off_loop
     def content_path(self, asset: Asset, part: str = "features") -> Path:
         """The blob file holding one part of ``asset``, to hand to a party process.
 

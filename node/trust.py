@@ -315,9 +315,10 @@ class Trust:
         try:
             return await self.verifier.verify_request(request, known_keys=keys)
         except AuthError as exc:
-            self.audit.append("refusal", path=request.path, reason=str(exc.reason),
-                              sender=request.headers.get("X-Parley-Node", "")[:64],
-                              remote=request.remote or "")
+            await asyncio.to_thread(self.audit.append, "refusal", path=request.path,
+                                    reason=str(exc.reason),
+                                    sender=request.headers.get("X-Parley-Node", "")[:64],
+                                    remote=request.remote or "")
             raise
 
     def sign_proposal(self, proposal_hash: str) -> str:
@@ -380,10 +381,15 @@ class Trust:
                                    f"{(await resp.json(content_type=None)).get('detail')}")
         pairing.code = pairing_code(self.identity.public_key_bytes, pairing.public_key,
                                     nonce_a=nonce, nonce_b=bytes.fromhex(answer["nonce"]))
+        await asyncio.to_thread(self._requested, pairing, host, port)
+        return pairing
+
+    def _requested(self, pairing: Pairing, host: str, port: int) -> None:
+        """Storage of a request this node sent (on a thread: the peer book and the audit log
+        sync to disk)."""
         self.peers.seen(pairing.node_id, pairing.name, host, port, "pairing")
         self._changed(pairing, EventKind.PAIRING_REQUESTED, code=pairing.code)
         self.audit.append("pairing", event="requested", peer=pairing.node_id, name=pairing.name)
-        return pairing
 
     def _peer_from(self, info: Any, host: str, port: int, pairing_id: str, direction: str
                    ) -> Pairing:
@@ -536,7 +542,7 @@ class Trust:
 
     async def confirm(self, pairing_id: str) -> Pairing:
         """The owner compared the codes: confirm locally and tell the peer, signed."""
-        pairing = self._pending(pairing_id)
+        pairing = await asyncio.to_thread(self._pending, pairing_id)
         if not pairing.code:
             raise PairingError("this pairing has no code yet")
         url = (f"https://{format_address(pairing.host, pairing.port)}/peer/v1/pairing/"
@@ -552,32 +558,40 @@ class Trust:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PairingError(f"could not reach {pairing.name} to confirm "
                                f"({type(exc).__name__})") from None
-        pairing.local_confirmed = True
-        if pairing.direction == "in" and not pairing.remote_confirmed:
-            # the owner accepted the request, and the sender answered at its address over
-            # TLS pinned to its certificate: a peer now (paired once both confirmed)
-            self.peers.seen(pairing.node_id, pairing.name, pairing.host, pairing.port,
-                            "pairing")
-        self.audit.append("pairing", event="confirmed", peer=pairing.node_id, by="owner")
-        self._maybe_paired(pairing)
-        self._changed(pairing, EventKind.PAIRING_CONFIRMED, by="owner")
+        await asyncio.to_thread(self._confirmed, pairing, "owner")
         return pairing
 
     async def remote_confirm(self, pairing_id: str, request: web.Request) -> None:
-        pairing = self._pending(pairing_id)
+        pairing = await asyncio.to_thread(self._pending, pairing_id)
         sender = await self.authenticate(request, {pairing.node_id: pairing.public_key})
         if sender != pairing.node_id:
             raise PairingError("the confirmation is not from the node being paired")
         body = await request.json()
         if not isinstance(body, dict) or body.get("code") != pairing.code:
             pairing.state = "rejected"
-            self._changed(pairing, EventKind.PAIRING_REJECTED, by="check")
+            await asyncio.to_thread(self._changed, pairing, EventKind.PAIRING_REJECTED,
+                                    by="check")
             raise PairingError("the peer computed another code: someone is in between; "
                                "pairing refused")
-        pairing.remote_confirmed = True
-        self.audit.append("pairing", event="confirmed", peer=pairing.node_id, by="peer")
-        self._maybe_paired(pairing)
-        self._changed(pairing, EventKind.PAIRING_CONFIRMED, by="peer")
+        await asyncio.to_thread(self._confirmed, pairing, "peer")
+
+    def _confirmed(self, pairing: Pairing, by: str) -> None:
+        """Storage of a confirmation, by this node's owner or by the peer (on a thread; the
+        lock keeps the owner's and the peer's from interleaving: one of them pairs, once)."""
+        with self._lock:
+            if by == "owner":
+                pairing.local_confirmed = True
+                if pairing.direction == "in" and not pairing.remote_confirmed:
+                    # the owner accepted the request, and the sender answered at its address
+                    # over TLS pinned to its certificate: a peer now (paired once both
+                    # confirmed)
+                    self.peers.seen(pairing.node_id, pairing.name, pairing.host, pairing.port,
+                                    "pairing")
+            else:
+                pairing.remote_confirmed = True
+            self.audit.append("pairing", event="confirmed", peer=pairing.node_id, by=by)
+            self._maybe_paired(pairing)
+            self._changed(pairing, EventKind.PAIRING_CONFIRMED, by=by)
 
     def reject(self, pairing_id: str) -> Pairing:
         pairing = self._pending(pairing_id)

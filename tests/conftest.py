@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Every node the tests start logs storage work done on its event loop (node/db.py off_loop);
+# make_node fails a test whose nodes did any.
+os.environ.setdefault("PARLEY_LOOP_CHECK", "1")
 
 from node.localnet import LocalNode, all_party_processes  # noqa: E402
 from tests.inprocess import AppNode, app_node  # noqa: E402
@@ -118,6 +121,10 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., LocalNode]]:
         node.stop()
     wait_until(lambda: not parties_writing_under(tmp_path), 15,
                "every party process to end (none may be left behind)")
+    on_loop = [f"{node.name}: {line.split('storage on the event loop: ', 1)[1]}"
+               for node in started for line in node.log(tail=1 << 20).splitlines()
+               if "storage on the event loop" in line]
+    assert not on_loop, "storage work on a node's event loop:\n" + "\n".join(on_loop)
 
 
 def parties_writing_under(root: Path) -> list[int]:

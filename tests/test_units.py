@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import numpy as np
 import pytest
@@ -281,5 +282,73 @@ def test_a_proposal_and_its_policys_approval_are_listed_as_one_change(tmp_path):
         book.transition(p["job_id"], "party", "approved", "a policy")
     reader.join(10)
     assert seen == [["approved"]]
+    book.close()
+    events.close()
+
+
+def test_parties_recorded_at_once_each_keep_their_state(tmp_path):
+    """The orchestrator records each party's end from a task of its own, on threads; with a
+    read, a merge and a write apart, one party's "cancelled" was lost to the other's and the
+    job listed a party running for good (found under two make test at once)."""
+    import threading
+
+    from node.events import EventLog
+
+    events = EventLog(tmp_path)
+    book = JobBook(tmp_path, events)
+    p = proposals.validate(copy.deepcopy(GOOD))
+    book.create(p["job_id"], "orchestrator", "running", p, "h", None,
+                detail={"parties": {"0": {"name": "a"}, "1": {"name": "b"}}})
+    go = threading.Barrier(2)
+
+    def record(rank: str) -> None:  # many parties' ends: none may be lost
+        go.wait()
+        for i in range(150):
+            book.update_entry(p["job_id"], "orchestrator", "parties", f"{rank}.{i}",
+                              {"state": "cancelled"})
+        book.update_entry(p["job_id"], "orchestrator", "parties", rank, {"state": "cancelled"})
+
+    threads = [threading.Thread(target=record, args=(r,)) for r in ("0", "1")]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, as on a loaded machine
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sys.setswitchinterval(switch)
+    parties = book.get(p["job_id"], "orchestrator").detail["parties"]
+    assert parties == {"0": {"name": "a", "state": "cancelled"},
+                       "1": {"name": "b", "state": "cancelled"},
+                       **{f"{r}.{i}": {"state": "cancelled"} for r in "01" for i in range(150)}}
+    book.close()
+    events.close()
+
+
+def test_storage_called_on_the_event_loop_is_reported(tmp_path, caplog):
+    """The check behind make_node's teardown: a storage method called by a running event loop
+    is logged with its caller; the same call from a plain thread is not."""
+    import asyncio
+    import logging
+
+    from node import db
+    from node.events import EventLog
+
+    assert db.LOOP_CHECK  # conftest turns it on for the tests and the nodes they start
+    events = EventLog(tmp_path)
+    book = JobBook(tmp_path, events)
+    caplog.set_level(logging.WARNING, logger="node.db")
+
+    async def on_the_loop() -> None:
+        book.list("party")
+
+    asyncio.run(on_the_loop())
+    assert "storage on the event loop: JobBook.list, called from" in caplog.text
+    assert "on_the_loop" in caplog.text
+    caplog.clear()
+    book.list("party")
+    asyncio.run(asyncio.to_thread(book.list, "party"))
+    assert "storage on the event loop" not in caplog.text
     book.close()
     events.close()
