@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -73,6 +74,17 @@ def _preload() -> None:
     first job's proposal was checked. Done once, as the node starts."""
     import numpy  # noqa: F401
     import onnx  # noqa: F401
+
+    _freeze_imports()
+
+
+def _freeze_imports() -> None:
+    """Take every object alive now out of the garbage collector's sight: the modules just
+    imported (numpy and onnx at start, torch and CrypTen with the first model) are never
+    garbage, and a full collection of a node that imported them walks some 200,000 objects,
+    60-100 ms of CPU on whichever thread triggers it. On the event loop's thread that was a
+    stall of 84 ms in a logistic-regression job. ``gc.freeze`` itself costs nothing."""
+    gc.freeze()
 
 
 class LoopProbe:
@@ -261,6 +273,8 @@ class Node:
         finally:
             if import_id is not None:
                 self._imports.pop(import_id, None)
+        if asset.kind == "model":  # checking it imported torch and CrypTen
+            _freeze_imports()
         await asyncio.to_thread(self._asset_event, EventKind.ASSET_PUBLISHED, asset)
         return asset
 
