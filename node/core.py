@@ -231,13 +231,6 @@ class Node:
         return {"id": self.node_id, "name": self.name, "url": self.peer_url,
                 "cert_sha256": self.trust.identity.cert_der_sha256}
 
-    def _from_orchestrator(self, job: JobRecord, sender: str | None) -> None:
-        """Job control and results belong to the node that orchestrated the job."""
-        if sender is not None and sender != job.proposal["orchestrator"].get("node_id"):
-            self.audit.append("refusal", job=job.id, sender=sender,
-                              reason="not the job's orchestrator")
-            raise Forbidden(f"only the node that orchestrated {job.id} may do that")
-
     # -- assets -------------------------------------------------------------------------
     async def publish(self, path: str, *, name: str | None = None, tags: Sequence[str] = (),
                       description: str = "", label_column: str | None = None,
@@ -350,8 +343,13 @@ class Node:
         return self._orchestrators_job(job_id, sender).for_orchestrator()
 
     def _orchestrators_job(self, job_id: str, sender: str | None) -> JobRecord:
+        """A party job, for its orchestrator (``sender``; None: this node's owner) only: job
+        control and results belong to the node that orchestrated the job."""
         job = self.jobs.get(job_id, PARTY)
-        self._from_orchestrator(job, sender)
+        if sender is not None and sender != job.proposal["orchestrator"].get("node_id"):
+            self.audit.append("refusal", job=job.id, sender=sender,
+                              reason="not the job's orchestrator")
+            raise Forbidden(f"only the node that orchestrated {job.id} may do that")
         return job
 
     def job_list(self, role: str | None = None, states: list[str] | tuple[str, ...] = ()

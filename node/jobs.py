@@ -229,12 +229,16 @@ class JobBook:
     @db.off_loop
     def update_entry(self, job_id: str, role: str, key: str, entry: str,
                      fields: dict[str, Any]) -> None:
-        """Merge ``fields`` into ``detail[key][entry]`` as one change: the orchestrator records
+        """Merge ``fields`` into ``detail[key][entry]`` as one change (the orchestrator records
         each party's state from several tasks at once, and a read, merge and write apart lost
-        one party's end to another's."""
+        one party's end to another's); nothing is written, and no event sent, if no field
+        changes."""
         with self._lock:
             table = self.get(job_id, role).detail.get(key, {})
-            table[entry] = {**table.get(entry, {}), **fields}
+            old = table.get(entry, {})
+            if all(old.get(k) == v for k, v in fields.items()):
+                return
+            table[entry] = {**old, **fields}
             self.update(job_id, role, detail={key: table})
 
     def fail_interrupted(self) -> builtins.list[str]:

@@ -451,13 +451,7 @@ class Orchestrator:
             fields["stats"] = state["detail"].get("stats", {})
         if state.get("detail", {}).get("progress"):
             fields["progress"] = state["detail"]["progress"]
-
-        def record() -> None:  # reading the job's record is storage work too: off the loop
-            old = self.node.jobs.get(job_id, ORCH).detail.get("parties", {}).get(str(rank), {})
-            if any(old.get(k) != v for k, v in fields.items()):
-                self._party_detail(job_id, rank, **fields)
-
-        await asyncio.to_thread(record)
+        await asyncio.to_thread(self._party_detail, job_id, rank, **fields)
         return True
 
     async def _await_approvals(self, job_id: str, p: dict[str, Any], limit_s: float,
