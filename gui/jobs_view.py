@@ -327,7 +327,8 @@ class JobsView(QWidget):
                                  owner=self)
         if role == ORCH and (PARTY, job_id) in self.jobs:  # this node's own part: its output
             self.conn.get(f"/jobs/{job_id}?role=party").then(
-                lambda job, k=(PARTY, job_id): self._on_full(k, job, seen), lambda _e: None)
+                lambda job, k=(PARTY, job_id): self._on_full(k, job, seen), lambda _e: None,
+                owner=self)
 
     def _on_full(self, key: tuple[str, str], job: dict[str, Any], seen: int = -1) -> None:
         if seen != self._job_events.get(key[1], 0) and self.selected is not None \
@@ -682,7 +683,7 @@ class JobsView(QWidget):
         self.cancel_button.setEnabled(False)
         self.status_label.setText(f"Cancelling job {job_id}…")
         self.conn.post(f"/orchestrations/{job_id}/cancel", {"reason": reason}).then(
-            lambda _job, j=job_id: self._on_cancelled(j), self._on_cancel_error)
+            lambda _job, j=job_id: self._on_cancelled(j), self._on_cancel_error, owner=self)
 
     def _on_cancelled(self, job_id: str) -> None:
         self.status_label.setText(f"Job {job_id} is cancelled; its parties are told to stop.")

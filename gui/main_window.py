@@ -445,7 +445,7 @@ class MainWindow(QMainWindow):
         def not_yet(_exc: ParleyError) -> None:
             self._start_probe_busy = False
 
-        self.conn.get("/status", timeout=3).then(answered, not_yet)
+        self.conn.get("/status", timeout=3).then(answered, not_yet, owner=self)
 
     # -- the inbox badge ----------------------------------------------------------------------
     def _on_pending_changed(self, count: int) -> None:

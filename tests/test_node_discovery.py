@@ -21,7 +21,9 @@ SUM = "def run(crypten):\n    return crypten.load('nums', 1).sum().get_plain_tex
 
 
 def _peers(node):
-    return {p["name"]: p for p in node.client.peers()}
+    """The node's peer list by node id: names are not unique (other test runs on this
+    machine announce their own alice and bob over the same mDNS)."""
+    return {p["node_id"]: p for p in node.client.peers()}
 
 
 @pytest.mark.real
@@ -29,21 +31,22 @@ def test_nodes_appear_change_and_leave(tmp_path):
     alice = LocalNode("alice", tmp_path / "alice", extra_args=LOOPBACK_MDNS).start()
     bob = LocalNode("bob", tmp_path / "bob", extra_args=LOOPBACK_MDNS).start()
     try:
-        seen = wait_until(lambda: _peers(alice).get("bob"), 20, "alice to see bob over mDNS")
-        assert seen["node_id"] == bob.node_id and seen["source"] == "mdns"
+        seen = wait_until(lambda: _peers(alice).get(bob.node_id), 20,
+                          "alice to see bob over mDNS")
+        assert seen["name"] == "bob" and seen["source"] == "mdns"
         assert seen["state"] == "seen" and seen["port"] == int(bob.peer_url.rsplit(":", 1)[1])
-        wait_until(lambda: _peers(bob).get("alice"), 20, "bob to see alice")
+        wait_until(lambda: _peers(bob).get(alice.node_id), 20, "bob to see alice")
 
         # a catalog change is announced (catalog version bump in the TXT record)
         csv = tmp_path / "x.csv"
         csv.write_text("a\n1\n2\n")
         bob.client.publish(csv, tags=["x"])
-        wait_until(lambda: _peers(alice)["bob"]["catalog_version"] >= 1, 20,
+        wait_until(lambda: _peers(alice)[bob.node_id]["catalog_version"] >= 1, 20,
                    "alice to see bob's catalog version change")
 
         # a clean stop says goodbye: bob goes offline at alice
         bob.stop()
-        wait_until(lambda: not _peers(alice)["bob"]["online"], 20, "bob's goodbye")
+        wait_until(lambda: not _peers(alice)[bob.node_id]["online"], 20, "bob's goodbye")
     finally:
         alice.stop()
         bob.stop()
@@ -55,7 +58,7 @@ def test_a_new_key_under_a_paired_name_is_another_node(tmp_path):
     bob = LocalNode("bob", tmp_path / "bob", extra_args=LOOPBACK_MDNS).start()
     impostor = None
     try:
-        wait_until(lambda: _peers(alice).get("bob"), 20, "alice to see bob")
+        wait_until(lambda: _peers(alice).get(bob.node_id), 20, "alice to see bob")
         alice.pair_with(bob)
         bob.stop()
         # "bob" is reinstalled: same name, a new key
@@ -64,7 +67,8 @@ def test_a_new_key_under_a_paired_name_is_another_node(tmp_path):
         assert impostor.node_id != bob.node_id
 
         def both():
-            rows = [p for p in alice.client.peers() if p["name"] == "bob"]
+            rows = [p for p in alice.client.peers() if p["name"] == "bob"
+                    and p["node_id"] in (bob.node_id, impostor.node_id)]
             return rows if len(rows) == 2 else None
 
         rows = {p["node_id"]: p for p in wait_until(both, 20, "the new bob to appear")}
@@ -126,7 +130,7 @@ def _row(node: LocalNode, node_id: str) -> dict:
 def test_an_mdns_spoof_cannot_move_a_paired_peer_but_a_real_move_is_followed(mdns_nodes,
                                                                             tmp_path):
     alice, bob, mallory = mdns_nodes("alice"), mdns_nodes("bob"), mdns_nodes("mallory")
-    wait_until(lambda: "bob" in _peers(alice), 20, "alice to see bob over mDNS")
+    wait_until(lambda: bob.node_id in _peers(alice), 20, "alice to see bob over mDNS")
     alice.pair_with(bob)
     bob.client.publish(write_csv(tmp_path / "b.csv", np.arange(12.0).reshape(3, 4)),
                        tags=["nums"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,15 @@ def _job_file() -> str:
     return before.rsplit("```python", 1)[1].split("```", 1)[0].lstrip("\n")
 
 
+def _found(pattern: str, out: subprocess.CompletedProcess[str], outputs: list[str],
+           line: str) -> str:
+    """What ``pattern`` matches in a command's output; else the test fails showing it all."""
+    match = re.search(pattern, out.stdout)
+    assert match, "\n".join([*outputs, f"$ {line}  (exit {out.returncode})\n{out.stdout}"
+                                        f"{out.stderr}"])
+    return match.group()
+
+
 def test_the_readme_on_one_machine(tmp_path):
     home = tmp_path / "home"
     work = tmp_path / "work"
@@ -47,15 +57,21 @@ def test_the_readme_on_one_machine(tmp_path):
     (work / "job.py").write_text(_job_file())
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
     parley = f"{sys.executable} -m node.cli"
-    filled: dict[str, str] = {}
+    # the nodes' names are this run's own: mDNS reaches every node on the machine, and with
+    # another run's bob in sight `parley pair bob` rightly asks which one (by node id)
+    run_id = secrets.token_hex(3)
+    filled: dict[str, str] = {"alice": f"alice-{run_id}", "bob": f"bob-{run_id}"}
     daemons: list[subprocess.Popen[bytes]] = []
     outputs: list[str] = []
 
-    def run(line: str) -> subprocess.CompletedProcess[str]:
+    def fill(line: str) -> str:
         command = line.split("  #", 1)[0].strip()
         for key, value in filled.items():
-            command = re.sub(rf"\b{key}\b", value, command)
-        command = re.sub(r"^parley\b", parley, command)
+            command = re.sub(rf"(?<![-\w]){key}\b", value, command)  # bob, not bc-bob
+        return command
+
+    def run(line: str) -> subprocess.CompletedProcess[str]:
+        command = re.sub(r"^parley\b", parley, fill(line))
         if command.endswith("&"):
             log = open(tmp_path / f"daemon{len(daemons)}.log", "wb")
             daemons.append(subprocess.Popen(["sh", "-c", command[:-1]], cwd=work, env=env,
@@ -78,7 +94,7 @@ def test_the_readme_on_one_machine(tmp_path):
         for line in _block("one-machine"):
             if line.startswith("parley node"):
                 run(line)
-                data = home / line.split("~/", 1)[1].split()[0]
+                data = home / fill(line).split("~/", 1)[1].split()[0]
                 out = until("true", lambda _o, d=data: (d / "node.json").exists())
                 continue
             if line.startswith("parley peers"):
@@ -86,12 +102,12 @@ def test_the_readme_on_one_machine(tmp_path):
                 assert "127.0.0.1" in out.stdout, out.stdout
             elif line.startswith("parley pair bob"):
                 out = run(line)
-                filled["PAIRING"] = re.search(r"p-[0-9a-f]{16}", out.stdout).group()
+                filled["PAIRING"] = _found(r"p-[0-9a-f]{16}", out, outputs, line)
             elif line.startswith("parley search"):
                 out = until(line, lambda o: "bc-bob" in o.stdout)
             elif line.startswith("parley submit"):
                 out = run(line)
-                filled["JOB"] = re.search(r"j-[0-9a-f]{16}", out.stdout).group()
+                filled["JOB"] = _found(r"j-[0-9a-f]{16}", out, outputs, line)
             elif line.startswith("parley show"):
                 out = until(line, lambda o: o.returncode == 0)
                 filled["HASH"] = out.stdout.split("proposal hash: ", 1)[1].split()[0][:12]
