@@ -519,8 +519,11 @@ class _Pump(threading.Thread):
         near, far, obj = self.near, self.tls.sock, self.tls.obj
         incoming, outgoing = self.tls.incoming, self.tls.outgoing
         to_near, to_far = self.to_near, bytearray(outgoing.read())
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
+        # every read goes into a buffer made once: recv(n) and read(n) allocate n bytes and
+        # shrink them, and for n = 256 kB that is a fresh mmap each time (a 64 kB message took
+        # 60 us to receive that way, 11 us into a reused buffer)
+        buffer, wire, plain = bytearray(_CHUNK), bytearray(_CHUNK), bytearray(_CHUNK)
+        view, wire_view, plain_view = memoryview(buffer), memoryview(wire), memoryview(plain)
         wake = self.relay._wake[0].fileno()
         near_fd, far_fd = near.fileno(), far.fileno()
         poller = select.poll()
@@ -543,26 +546,27 @@ class _Pump(threading.Thread):
             if far_open:  # decrypt whatever has arrived whole
                 while True:
                     try:
-                        chunk = obj.read(_CHUNK)
+                        n = obj.read(_CHUNK, plain)
                     except ssl.SSLWantReadError:
                         break
                     except ssl.SSLError:  # its end without close_notify, or a bad record
-                        chunk = b""
-                    if not chunk:
+                        n = 0
+                    if not n:
                         far_open = False
                         break
-                    self.received += len(chunk)
+                    self.received += n
                     if not near_open:
                         continue  # nobody to give it to
+                    sent = 0
                     if not to_near:  # straight on, as above
                         try:
-                            chunk = chunk[near.send(chunk):]
+                            sent = near.send(plain_view[:n])
                         except BlockingIOError:
                             pass
                         except OSError:
                             near_open = False
                             continue
-                    to_near += chunk
+                    to_near += plain_view[sent:n]  # a copy: the buffer is read into again
             if to_near:
                 try:
                     del to_near[:near.send(to_near)]
@@ -622,13 +626,13 @@ class _Pump(threading.Thread):
                     to_far += record
                 elif fd == far_fd and readable and far_reading:
                     try:
-                        data = far.recv(_CHUNK)
+                        n = far.recv_into(wire)
                     except BlockingIOError:
                         continue
                     except OSError:
-                        data = b""
-                    if data:
-                        incoming.write(data)
+                        n = 0
+                    if n:
+                        incoming.write(wire_view[:n])
                     else:  # what is left in the BIO is still decrypted, then it ends
                         incoming.write_eof()
                         far_reading = False
