@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 __all__ = ["ADDRESS_BYTES", "AF_INET", "HANDSHAKE_S", "HEADER_MAX", "LinkClient", "LinkRelay",
            "READY", "hostname_of", "job_peers", "neighbour", "parse_rank_record",
@@ -546,7 +546,7 @@ class _Pump(threading.Thread):
             if far_open:  # decrypt whatever has arrived whole
                 while True:
                     try:
-                        n = obj.read(_CHUNK, plain)
+                        n = cast(int, obj.read(_CHUNK, plain))  # typeshed: bytes
                     except ssl.SSLWantReadError:
                         break
                     except ssl.SSLError:  # its end without close_notify, or a bad record
