@@ -82,14 +82,14 @@ def main(argv: list[str]) -> int:
         # statistics with differential privacy over rows alice and bob hold: the review counts
         # each reveal's rows and the budget it spends before anything runs
         for node in (alice, bob):
-            node.client.publish(resource(f"rows_{node.name}.csv"), tags=["bc-rows"],
+            node.client.publish(resource(f"rows_{node.name}.csv"), tags=["bc-rows-dp"],
                                 label_column="diagnosis", min_rows=20,
                                 description="patients' rows, with a privacy budget",
                                 dp={"epsilon": 3.0, "bounds": [[0.0, 2500.0]]})
         stats = carol.client.submit({
             "title": "tumour statistics", "parties": [alice.party.spec(), bob.party.spec(),
                                                       carol.party.spec()],
-            "plan": {"kind": "statistics", "data": [{"tag": "bc-rows", "rank": r}
+            "plan": {"kind": "statistics", "data": [{"tag": "bc-rows-dp", "rank": r}
                                                      for r in (0, 1)],
                      "stats": ["count", "mean", "variance"], "output_to": 2,
                      "dp": {"epsilon": 0.5}}})
