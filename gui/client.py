@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -88,7 +89,9 @@ class NodeConnection(QObject):
     sig_event_received = Signal(dict)
     """A node event (``{"seq", "kind", "job_id", "role", "data"}``), in order."""
     sig_connection_changed = Signal(bool, str)
-    """The node started (True) or stopped (False) answering, with a sentence for people."""
+    """The node started (True) or stopped (False) answering, with a sentence for people. Every
+    call tells: the newest call to end decides, counted by when it was sent, so an answer that
+    was on its way when the node stopped does not say it is back."""
     sig_error_raised = Signal(object)
     """A call without its own error handler failed: the ParleyError, for the status bar."""
     _sig_deliver = Signal(object, object)
@@ -99,6 +102,7 @@ class NodeConnection(QObject):
         self.data_dir = resolve_data_dir(data_dir)
         self.cursor = 0
         self.connected: bool | None = None
+        self._verdict_sent = 0.0  # when the call that last decided ``connected`` was sent
         self._info: dict[str, Any] | None = None
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
@@ -142,7 +146,12 @@ class NodeConnection(QObject):
         return str(info["admin_url"]).rstrip("/"), str(info["token"])
 
     async def _call(self, method: str, path: str, body: Any, timeout: float) -> Any:
-        url, token = self._admin()
+        sent = time.monotonic()
+        try:
+            url, token = self._admin()
+        except NodeUnreachable as exc:
+            self._set_connected(False, exc.message, sent)
+            raise
         session = await self._http()
         try:
             async with session.request(
@@ -154,14 +163,17 @@ class NodeConnection(QObject):
                     data = json.loads(text) if text else None
                 except ValueError:
                     data = None
-                if resp.status >= 400:
-                    raise error_from_problem(data, resp.status)
-                return data
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             what = "did not answer in time" if isinstance(exc, asyncio.TimeoutError) else \
                 "is not answering"
-            raise NodeUnreachable(f"the node of {self.data_dir} {what}; it may have stopped or "
-                                  f"be frozen. Start it again from this window.") from None
+            message = (f"the node of {self.data_dir} {what}; it may have stopped or be frozen. "
+                       "Start it again from this window.")
+            self._set_connected(False, message, sent)
+            raise NodeUnreachable(message) from None
+        self._set_connected(True, "connected to the node", sent)  # it answered, even a refusal
+        if resp.status >= 400:
+            raise error_from_problem(data, resp.status)
+        return data
 
     # -- calls from the GUI thread ------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Reply:
@@ -220,7 +232,12 @@ class NodeConnection(QObject):
         if not self._tasks:
             self._tasks = [self._submit(self._follow()), self._submit(self._heartbeat())]
 
-    def _set_connected(self, up: bool, message: str) -> None:
+    def _set_connected(self, up: bool, message: str, sent: float) -> None:
+        """On the loop thread, when a call sent at ``sent`` ended: answered (``up``) or not.
+        A call sent before the one that last decided says nothing new."""
+        if sent < self._verdict_sent:
+            return
+        self._verdict_sent = sent
         if up != self.connected:
             self.connected = up
             self._to_gui(self.sig_connection_changed.emit, (up, message))
@@ -229,9 +246,10 @@ class NodeConnection(QObject):
         while True:
             try:
                 await self._call("GET", "/admin/v1/status", None, HEARTBEAT_S)
-                self._set_connected(True, "connected to the node")
-            except ParleyError as exc:
-                self._set_connected(False, exc.message)
+            except ParleyError:
+                pass  # the call has told sig_connection_changed
+            except Exception:  # a bug must not stop the watch: the banner depends on it
+                logger.exception("the GUI's heartbeat call failed unexpectedly")
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _follow(self) -> None:
@@ -240,10 +258,13 @@ class NodeConnection(QObject):
                 answer = await self._call(
                     "GET", f"/admin/v1/events?after={self.cursor}&timeout={EVENT_POLL_S:.0f}",
                     None, EVENT_POLL_S + HEARTBEAT_S)
-            except ParleyError:
+                events = list(answer.get("events", []))
+            except Exception as exc:  # noqa: BLE001 - the stream must outlive any one answer
+                if not isinstance(exc, ParleyError):
+                    logger.exception("the GUI's event stream failed unexpectedly")
                 await asyncio.sleep(0.5)  # the heartbeat tells the person; retry quietly
                 continue
-            for event in answer.get("events", []):
+            for event in events:
                 self.cursor = max(self.cursor, int(event["seq"]))
                 self._to_gui(self.sig_event_received.emit, event)
 

@@ -208,6 +208,7 @@ class MainWindow(QMainWindow):
             if geometry is not None:
                 self.restoreGeometry(geometry)
 
+        self._reachable: bool | None = None  # what the connection said last
         self._status_timer = QTimer(self, singleShot=True, interval=200)
         self._status_timer.timeout.connect(self.refresh_status)
         self._pool_timer = QTimer(self, singleShot=True, interval=POOL_REFRESH_MS)
@@ -305,10 +306,7 @@ class MainWindow(QMainWindow):
         self.conn.get("/status", timeout=5).then(self._on_status_loaded, self._on_status_failed)
 
     def _on_status_failed(self, exc: ParleyError) -> None:
-        if isinstance(exc, NodeUnreachable):
-            if self._node_proc is None:
-                self._show_unreachable(exc.message)
-        else:
+        if not isinstance(exc, NodeUnreachable):  # that one the connection reports (banner)
             self.statusBar().showMessage(f"Could not read the node's status: {exc.message}",
                                          15_000)
 
@@ -320,8 +318,8 @@ class MainWindow(QMainWindow):
         self.identicon_label.setPixmap(identicon_pixmap(node_id, 16) if node_id else
                                        app_icon().pixmap(16, 16))
         labels = self.status_labels
-        for label in labels.values():
-            label.setEnabled(True)
+        for label in labels.values():  # greyed while the node does not answer: an answer
+            label.setEnabled(self._reachable is not False)  # sent before it stopped is old news
         labels["name"].setText(name)
         labels["fingerprint"].setText(short_fingerprint(node_id, groups=2) if node_id else "?")
         labels["fingerprint"].setToolTip(f"This node's fingerprint: {node_id}\nPeers compare "
@@ -351,8 +349,6 @@ class MainWindow(QMainWindow):
         colour = (OK if level == "full" else WARNING).name()
         labels["jail"].setStyleSheet(f"background-color: {colour}; color: white; "
                                      "border-radius: 3px; padding: 0 6px;")
-        if self.banner.isVisible() and self._node_proc is None:
-            self.banner.hide()
         self.sig_status_loaded.emit(status)
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -386,6 +382,8 @@ class MainWindow(QMainWindow):
             label.setEnabled(False)  # greyed: what the node said last, not what it says now
 
     def _on_connection_changed(self, up: bool, message: str) -> None:
+        """The one place that shows and hides the not-answering banner."""
+        self._reachable = up
         if up:
             self._stop_starting()
             self.banner.hide()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,7 +210,18 @@ def test_a_node_bound_to_one_address_announces_that_address_alone(tmp_path, monk
             await aiozc.async_close()
             await server.stop()
 
-    _, announced, published = asyncio.run(main())
+    async def bounded() -> tuple[str, tuple[str, ...], list[str]]:
+        # it hung once until pytest's 300 s under another test run, and threads' stacks do
+        # not say which await: after 120 s every task's stack is shown
+        task = asyncio.ensure_future(main())
+        if not (await asyncio.wait({task}, timeout=120))[0]:
+            stacks = io.StringIO()
+            for each in asyncio.all_tasks():
+                each.print_stack(file=stacks)
+            pytest.fail(f"the node and browser did not finish in 120 s:\n{stacks.getvalue()}")
+        return task.result()
+
+    _, announced, published = asyncio.run(bounded())
     assert asked == [["127.0.0.1"]]
     assert published == ["127.0.0.1"]
     assert announced == ("127.0.0.1",)

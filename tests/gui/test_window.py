@@ -3,10 +3,15 @@ badge, errors in words, and quitting with the node stopped."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import threading
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
+from aiohttp import web
 from PySide6.QtWidgets import QApplication
 
 from gui.confirm_dialog import ConfirmDialog
@@ -44,6 +49,97 @@ def test_status_bar_shows_the_node_and_the_banner_follows_it(make_node, make_win
     qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=WAIT_MS)
     qtbot.waitUntil(labels["name"].isEnabled, timeout=WAIT_MS)
     assert labels["name"].text() == "alice"
+
+
+class Gate:
+    """A reverse proxy in front of a node's admin API, on a loop of its own: it holds back the
+    answer of a call whose query says ``late``, and can stop taking connections, as a node
+    that stops with that answer still on its way."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.arrived = threading.Event()  # the late call reached the node
+        self.loop = asyncio.new_event_loop()
+        self._release: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.url = self._do(self._start())
+
+    def _do(self, coro):  # noqa: ANN001, ANN202
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    async def _start(self) -> str:
+        self._release = asyncio.Event()
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, shutdown_timeout=1)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        try:
+            async with self._session.request(
+                    request.method, self.target + request.path_qs, data=await request.read(),
+                    headers={"Authorization": request.headers.get("Authorization", ""),
+                             "Content-Type": request.headers.get("Content-Type", "")}) as resp:
+                body, status = await resp.read(), resp.status
+        except aiohttp.ClientError:  # the gate is closing (the event stream's long poll)
+            raise web.HTTPBadGateway() from None
+        if "late" in request.query:
+            self.arrived.set()
+            await self._release.wait()
+        answer = web.Response(body=body, status=status, content_type="application/json")
+        answer.force_close()  # no kept-alive connection outlives the listener
+        return answer
+
+    def stop_listening(self) -> None:
+        self._do(self._site.stop())
+
+    def release(self) -> None:
+        self.loop.call_soon_threadsafe(self._release.set)
+
+    def close(self) -> None:
+        async def close() -> None:
+            await self._runner.cleanup()
+            await self._session.close()
+        self._do(close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def test_an_answer_on_its_way_when_the_node_stopped_does_not_hide_the_banner(
+        make_node, make_window, qtbot, tmp_path):
+    """The banner follows the newest call: a status answer sent before the node stopped, and
+    delivered after the window saw it stop, is old news (it hid the banner for good)."""
+    node = make_node("alice", auto_approve=False, pair=False)
+    gate = Gate(json.loads((node.data_dir / "node.json").read_text())["admin_url"])
+    try:
+        seen = tmp_path / "seen"  # the data dir the window watches: node.json points at the gate
+        seen.mkdir()
+        info = json.loads((node.data_dir / "node.json").read_text())
+        (seen / "node.json").write_text(json.dumps({**info, "admin_url": gate.url}))
+        window = make_window(SimpleNamespace(data_dir=seen))
+        labels = window.status_labels
+        qtbot.waitUntil(lambda: labels["name"].text() == "alice", timeout=WAIT_MS)
+
+        late = []
+        window.conn.get("/status?late=1", timeout=120).then(
+            lambda status: (late.append(status), window._on_status_loaded(status)))
+        assert gate.arrived.wait(WAIT_MS / 1000)
+        gate.stop_listening()  # the node "stops" with that answer on its way
+        qtbot.waitUntil(window.banner.isVisible, timeout=WAIT_MS)
+        assert not labels["name"].isEnabled()
+        gate.release()
+        qtbot.waitUntil(lambda: bool(late), timeout=WAIT_MS)
+        qtbot.wait(500)  # anything the answer set off has run
+        assert window.banner.isVisible() and "not answering" in window.banner_label.text()
+        assert not labels["name"].isEnabled()
+        assert window.conn.connected is False
+    finally:
+        gate.close()
 
 
 def test_views_switch_by_name_and_errors_show_in_words(make_node, make_window, qtbot):
