@@ -208,7 +208,9 @@ class MainWindow(QMainWindow):
             if geometry is not None:
                 self.restoreGeometry(geometry)
 
-        self._reachable: bool | None = None  # what the connection said last
+        # what the connection's signals said last (conn.connected, set on its loop thread, can
+        # be ahead of the answers still queued for this thread)
+        self._reachable: bool | None = None
         self._status_timer = QTimer(self, singleShot=True, interval=200)
         self._status_timer.timeout.connect(self.refresh_status)
         self._pool_timer = QTimer(self, singleShot=True, interval=POOL_REFRESH_MS)

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from PySide6.QtWidgets import QApplication
 
+from gui.client import read_node_info
 from gui.confirm_dialog import ConfirmDialog
 from gui.identicon import short_fingerprint
 
@@ -108,6 +109,7 @@ class Gate:
         self._do(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
 
 
 def test_an_answer_on_its_way_when_the_node_stopped_does_not_hide_the_banner(
@@ -115,11 +117,12 @@ def test_an_answer_on_its_way_when_the_node_stopped_does_not_hide_the_banner(
     """The banner follows the newest call: a status answer sent before the node stopped, and
     delivered after the window saw it stop, is old news (it hid the banner for good)."""
     node = make_node("alice", auto_approve=False, pair=False)
-    gate = Gate(json.loads((node.data_dir / "node.json").read_text())["admin_url"])
+    info = read_node_info(node.data_dir)
+    assert info is not None
+    gate = Gate(info["admin_url"])
     try:
         seen = tmp_path / "seen"  # the data dir the window watches: node.json points at the gate
         seen.mkdir()
-        info = json.loads((node.data_dir / "node.json").read_text())
         (seen / "node.json").write_text(json.dumps({**info, "admin_url": gate.url}))
         window = make_window(SimpleNamespace(data_dir=seen))
         labels = window.status_labels
